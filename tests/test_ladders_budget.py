@@ -1,0 +1,87 @@
+"""Exact parameter counts per phase: a change to any block or ladder must update these on purpose."""
+import pytest
+import torch
+
+from tinycnn import build, count_macs, count_params, fit_width, get_phase, ladder
+from tinycnn.budget import check_budget
+from tinycnn.errors import BudgetError, SpecError
+from tinycnn.spec import PhaseSpec
+
+EXPECTED = {
+    "mnist": {"plain": 26_074, "dw": 4_602, "paper": 1_690, "slim": 1_488, "se": 1_472, "blur": 1_472},
+    "cifar10": {"plain": 138_042, "dw": 20_026, "paper": 151_370, "slim": 139_082,
+                "se": 138_378, "blur": 138_378},
+}
+
+
+@pytest.mark.parametrize("dataset", EXPECTED)
+def test_exact_params_per_phase(dataset):
+    got = {p.name: count_params(build(p)) for p in ladder(dataset)}
+    assert got == EXPECTED[dataset]
+
+
+def test_finals_fit_their_budgets():
+    assert count_params(build(get_phase("mnist", "final"))) <= 1_500
+    assert count_params(build(get_phase("cifar10", "final"))) <= 140_000
+    check_budget(get_phase("mnist", "final"))
+    check_budget(get_phase("cifar10", "final"))
+
+
+def test_each_phase_is_one_declared_change():
+    for dataset in EXPECTED:
+        phases = ladder(dataset)
+        assert len({p.arch for p in phases}) == len(phases)
+        assert all(p.change for p in phases)
+
+
+def test_params_count_everything_by_hand():
+    # conv 1->8 k3 (72) + BN (16) + SE 8->2->8 (16+2 + 16+8) + head 8->10 (80+10)
+    model = build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8_se2 gap"))
+    assert count_params(model) == 72 + 16 + (16 + 2) + (16 + 8) + (80 + 10)
+
+
+def test_macs_hand_checked():
+    # conv 1->8, 3x3, 28x28 output: 8*9*784 = 56,448; linear 8->10: 80
+    model = build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8 gap"))
+    assert count_macs(model, "mnist") == 8 * 9 * 28 * 28 + 80
+    # depthwise 8 ch 3x3 at 28x28 (8*9*784) + pointwise 8->12 (8*12*784)
+    model = build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8 dw_k3_c12 gap"))
+    assert count_macs(model, "mnist") == 8 * 9 * 784 + (8 * 9 + 8 * 12) * 784 + 120
+
+
+@pytest.mark.parametrize("dataset,shape", [("mnist", (2, 1, 28, 28)), ("cifar10", (2, 3, 32, 32))])
+def test_forward_shapes_every_phase(dataset, shape):
+    x = torch.rand(shape)
+    for phase in ladder(dataset):
+        assert build(phase)(x).shape == (2, 10), phase.name
+
+
+def test_blurpool_has_no_params_and_halves():
+    from tinycnn.blocks import BlurPool
+
+    bp = BlurPool()
+    assert count_params(bp) == 0
+    assert bp(torch.rand(1, 3, 28, 28)).shape == (1, 3, 14, 14)
+    # odd sizes round down exactly like the nn.MaxPool2d(2) it replaces
+    assert bp(torch.rand(1, 3, 7, 7)).shape == torch.nn.MaxPool2d(2)(torch.rand(1, 3, 7, 7)).shape
+    # a constant image stays constant: the blur is normalised and reflect-padded (no dark border)
+    assert torch.allclose(bp(torch.full((1, 2, 8, 8), 0.7)), torch.full((1, 2, 4, 4), 0.7))
+
+
+def test_width_solver_fits_and_is_maximal():
+    phase = get_phase("mnist", "final")
+    fit = fit_width(phase, 1000)
+    assert fit.params <= 1000 and count_params(build(fit.spec)) == fit.params
+    bigger = count_params(build(phase.scaled(round(fit.width + 0.01, 2))))
+    assert bigger > 1000
+    # the shipped final is at width 1.0 and the next grid point would break the budget
+    assert fit_width(phase, count_params(build(phase))).width >= 1.0
+
+
+def test_budget_errors_are_clear():
+    with pytest.raises(BudgetError, match="over the budget of 1,500 by 190"):
+        check_budget(get_phase("mnist", "paper"))
+    with pytest.raises(BudgetError, match="cannot fit"):
+        fit_width(get_phase("mnist", "final"), 10)
+    with pytest.raises(SpecError, match="accepted: plain, dw, paper"):
+        get_phase("mnist", "tiny")

@@ -1,0 +1,72 @@
+"""The MNIST and CIFAR-10 ladders: ordered phases, each one declared change from the last.
+
+Reading a ladder top to bottom is the story of shrinking a CNN into its budget; the
+difference between two consecutive architecture strings *is* the change. The final
+phase of each ladder must fit the dataset's budget (tests assert it); intermediate
+phases may be over, and `tinycnn phases` says by how much.
+"""
+from __future__ import annotations
+
+from .datasets import dataset_info
+from .errors import SpecError
+from .spec import PhaseSpec
+
+_MNIST = [
+    ("plain", "plain 3x3 convs (16-16-32-32-32), two max-pools, GAP + linear head",
+     "conv_k3_c16 conv_k3_c16 max conv_k3_c32 conv_k3_c32 max conv_k3_c32 gap"),
+    ("dw", "every conv after the stem becomes depthwise-separable (same widths)",
+     "conv_k3_c16 dw_k3_c16 max dw_k3_c32 dw_k3_c32 max dw_k3_c32 gap"),
+    ("paper", "the reference's widths 8-12-12-16-15 with 1x1 transitions (over budget once BN is counted)",
+     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c16 pw_c12 max dw_k3_c15 gap"),
+    ("slim", "last two stages trimmed (16->14, 12->10, 15->12) to fit 1,500",
+     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c14 pw_c10 max dw_k3_c12 gap"),
+    ("se", "squeeze-excite (2-channel bottleneck) on the last block, paid for by a narrower transition (10->8)",
+     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c14 pw_c8 max dw_k3_c12_se2 gap"),
+    ("blur", "max-pools become BlurPool anti-aliased downsampling (zero parameters)",
+     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 blur dw_k3_c14 pw_c8 blur dw_k3_c12_se2 gap"),
+]
+
+_CIFAR10 = [
+    ("plain", "plain 3x3 convs (32-32-64-64-64-60), two max-pools, GAP + linear head",
+     "conv_k3_c32 conv_k3_c32 max conv_k3_c64 conv_k3_c64 max conv_k3_c64 conv_k3_c60 gap"),
+    ("dw", "every conv after the stem becomes depthwise-separable (same widths)",
+     "conv_k3_c32 dw_k3_c32 max dw_k3_c64 dw_k3_c64 max dw_k3_c64 dw_k3_c60 gap"),
+    ("paper", "the reference's layout: convs 16-32-64-64, depthwise 128-192-260 at 8x8 and 4x4 (over budget)",
+     "conv_k3_c16 conv_k3_c32 max conv_k3_c64 conv_k3_c64 max dw_k3_c128 dw_k3_c192 max dw_k3_c260 gap"),
+    ("slim", "fourth conv 64->48 and last block 260->256 to fit 140,000",
+     "conv_k3_c16 conv_k3_c32 max conv_k3_c64 conv_k3_c48 max dw_k3_c128 dw_k3_c192 max dw_k3_c256 gap"),
+    ("se", "squeeze-excite (8-channel bottleneck) on the depthwise blocks, paid for by narrower ones",
+     "conv_k3_c16 conv_k3_c32 max conv_k3_c64 conv_k3_c48 max dw_k3_c120_se8 dw_k3_c184_se8 max dw_k3_c232_se8 gap"),
+    ("blur", "max-pools become BlurPool anti-aliased downsampling (zero parameters)",
+     "conv_k3_c16 conv_k3_c32 blur conv_k3_c64 conv_k3_c48 blur dw_k3_c120_se8 dw_k3_c184_se8 blur dw_k3_c232_se8 gap"),
+]
+
+LADDERS: dict[str, tuple[PhaseSpec, ...]] = {
+    dataset: tuple(PhaseSpec.from_arch(name, dataset, arch, change) for name, change, arch in rows)
+    for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
+}
+
+
+def ladder(dataset: str) -> tuple[PhaseSpec, ...]:
+    """All phases of ``dataset``'s ladder, largest first, final last."""
+    return LADDERS[dataset_info(dataset).name]
+
+
+def get_phase(dataset: str, name: str) -> PhaseSpec:
+    """A phase by name; ``final`` is the last phase of the ladder."""
+    phases = ladder(dataset)
+    if name == "final":
+        return phases[-1]
+    for phase in phases:
+        if phase.name == name:
+            return phase
+    accepted = ", ".join([p.name for p in phases] + ["final"])
+    raise SpecError(f"unknown phase {name!r} for {dataset}; accepted: {accepted}")
+
+
+def previous_phase(phase: PhaseSpec) -> PhaseSpec | None:
+    """The phase before ``phase`` in its ladder: the natural distillation teacher."""
+    phases = ladder(phase.dataset)
+    names = [p.name for p in phases]
+    i = names.index(phase.name) if phase.name in names else -1
+    return phases[i - 1] if i > 0 else None

@@ -1,0 +1,180 @@
+"""Architectures as data: a block is a short string, a phase is a list of blocks.
+
+The grammar follows timm's block strings: a block kind, then ``_``-separated options.
+
+    conv_k3_c16      k x k conv -> BN -> ReLU, 16 output channels (``_s2`` for stride 2)
+    dw_k3_c32        depthwise k x k -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU
+    dw_k3_c32_se4    ... then squeeze-excite with an explicit 4-channel bottleneck
+    pw_c16           1x1 conv -> BN -> ReLU (a cheap channel transition)
+    max              2x2 max-pool, stride 2
+    blur             anti-aliased max-pool: 2x2 max at stride 1, then a 3x3 binomial blur at stride 2
+    drop_p10         dropout with p = 0.10 (given in percent so the string stays an identifier)
+
+A phase's architecture is its blocks joined by spaces, ending with the head ``gap``
+(global average pooling, then a linear classifier). Parsing and printing round-trip:
+``parse_arch(format_arch(blocks)) == blocks``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from .datasets import dataset_info
+from .errors import SpecError
+
+BLOCK_KINDS = {
+    "conv": "k x k conv -> BN -> ReLU",
+    "dw": "depthwise-separable: depthwise k x k -> BN -> ReLU -> 1x1 -> BN -> ReLU",
+    "pw": "1x1 conv -> BN -> ReLU",
+    "max": "2x2 max-pool, stride 2",
+    "blur": "anti-aliased max-pool (max 2x2 stride 1, binomial 3x3 blur stride 2)",
+    "drop": "dropout, p in percent",
+}
+HEADS = {"gap": "global average pooling -> linear classifier"}
+_CONV_KINDS = ("conv", "dw", "pw")
+_OPTIONS_BY_KIND = {
+    "conv": {"k", "c", "s", "se"}, "dw": {"k", "c", "s", "se"}, "pw": {"c", "se"},
+    "max": set(), "blur": set(), "drop": {"p"},
+}
+_OPTION = re.compile(r"^(k|c|s|se|p)(\d+)$")
+_GRAMMAR_HELP = (
+    "accepted blocks: conv_k3_c16[_s2][_se4], dw_k3_c32[_s2][_se4], pw_c16[_se4], "
+    "max, blur, drop_p10"
+)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block. ``out`` is 0 for blocks that keep the channel count (pools, dropout)."""
+
+    kind: str
+    out: int = 0
+    kernel: int = 3
+    stride: int = 1
+    se: int = 0  # squeeze-excite bottleneck width; 0 = no SE
+    drop: int = 0  # dropout probability in percent
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise SpecError(f"unknown block kind {self.kind!r}; {_GRAMMAR_HELP}")
+        if self.kind in _CONV_KINDS and self.out < 1:
+            raise SpecError(f"block {self.kind!r} needs an output width c>=1; {_GRAMMAR_HELP}")
+        if self.kind == "drop" and not 0 < self.drop < 100:
+            raise SpecError(f"dropout needs 0 < p < 100 (percent), got {self.drop}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise SpecError(f"kernel size must be odd and >= 1, got k{self.kernel}")
+        if self.stride not in (1, 2):
+            raise SpecError(f"stride must be 1 or 2, got s{self.stride}")
+
+    def __str__(self) -> str:
+        if self.kind in ("max", "blur"):
+            return self.kind
+        if self.kind == "drop":
+            return f"drop_p{self.drop}"
+        parts = [self.kind]
+        if self.kind != "pw":
+            parts.append(f"k{self.kernel}")
+        parts.append(f"c{self.out}")
+        if self.stride != 1:
+            parts.append(f"s{self.stride}")
+        if self.se:
+            parts.append(f"se{self.se}")
+        return "_".join(parts)
+
+
+def parse_block(text: str) -> BlockSpec:
+    """Decode one block string such as ``dw_k3_c12_se2``."""
+    kind, *options = text.strip().split("_")
+    if kind not in BLOCK_KINDS:
+        raise SpecError(f"unknown block {text!r}; {_GRAMMAR_HELP}")
+    values: dict[str, int] = {}
+    for opt in options:
+        m = _OPTION.match(opt)
+        if not m or m.group(1) in values:
+            raise SpecError(f"bad option {opt!r} in block {text!r}; {_GRAMMAR_HELP}")
+        values[m.group(1)] = int(m.group(2))
+    allowed = _OPTIONS_BY_KIND[kind]
+    for key in values:
+        if key not in allowed:
+            raise SpecError(f"option {key!r} does not apply to {kind!r} in {text!r}; {_GRAMMAR_HELP}")
+    return BlockSpec(
+        kind=kind,
+        out=values.get("c", 0),
+        kernel=values.get("k", 1 if kind == "pw" else 3),
+        stride=values.get("s", 1),
+        se=values.get("se", 0),
+        drop=values.get("p", 0),
+    )
+
+
+def parse_arch(text: str) -> tuple[tuple[BlockSpec, ...], str]:
+    """Decode ``"conv_k3_c8 dw_k3_c12 max ... gap"`` into (blocks, head)."""
+    tokens = text.split()
+    if not tokens or tokens[-1] not in HEADS:
+        raise SpecError(
+            f"architecture {text!r} must end with a head; accepted heads: {', '.join(HEADS)}"
+        )
+    blocks = tuple(parse_block(t) for t in tokens[:-1])
+    if not any(b.kind in _CONV_KINDS for b in blocks):
+        raise SpecError(f"architecture {text!r} has no conv block; {_GRAMMAR_HELP}")
+    return blocks, tokens[-1]
+
+
+def format_arch(blocks: tuple[BlockSpec, ...], head: str = "gap") -> str:
+    return " ".join([*(str(b) for b in blocks), head])
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """A named architecture for one dataset, with the one-line change from the phase before."""
+
+    name: str
+    dataset: str
+    blocks: tuple[BlockSpec, ...]
+    change: str = ""
+    head: str = "gap"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        dataset_info(self.dataset)  # raises on an unknown dataset
+        if self.head not in HEADS:
+            raise SpecError(f"unknown head {self.head!r}; accepted: {', '.join(HEADS)}")
+        if not any(b.kind in _CONV_KINDS for b in self.blocks):
+            raise SpecError(f"phase {self.name!r} has no conv block")
+
+    @classmethod
+    def from_arch(cls, name: str, dataset: str, arch: str, change: str = "") -> "PhaseSpec":
+        blocks, head = parse_arch(arch)
+        return cls(name=name, dataset=dataset, blocks=blocks, change=change, head=head)
+
+    @property
+    def arch(self) -> str:
+        return format_arch(self.blocks, self.head)
+
+    @property
+    def out_channels(self) -> int:
+        return [b.out for b in self.blocks if b.kind in _CONV_KINDS][-1]
+
+    def scaled(self, width: float) -> "PhaseSpec":
+        """The same phase with every width (and SE bottleneck) multiplied by ``width``."""
+        if width <= 0:
+            raise SpecError(f"width multiplier must be > 0, got {width}")
+
+        def scale(b: BlockSpec) -> BlockSpec:
+            if b.kind not in _CONV_KINDS:
+                return b
+            return replace(b, out=max(1, round(b.out * width)),
+                           se=max(1, round(b.se * width)) if b.se else 0)
+
+        return replace(self, blocks=tuple(scale(b) for b in self.blocks))
+
+    def to_dict(self) -> dict:
+        """Plain types only, so a model file can be opened with ``weights_only=True``."""
+        return {"name": self.name, "dataset": self.dataset, "arch": self.arch, "change": self.change}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PhaseSpec":
+        try:
+            return cls.from_arch(d["name"], d["dataset"], d["arch"], d.get("change", ""))
+        except (KeyError, TypeError) as e:
+            raise SpecError(f"spec record {d!r} lacks name/dataset/arch") from e
