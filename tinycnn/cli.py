@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from .datasets import DATASETS
-from .errors import TinyCNNError
+from .errors import SpecError, TinyCNNError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -85,8 +86,114 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_training_commands(sub) -> None:  # filled in by the training engine
-    pass
+def _add_training_commands(sub) -> None:
+    p = sub.add_parser("train", help="train one phase with a recipe; writes model.pt and metrics.json")
+    p.add_argument("dataset", nargs="?", help=f"one of: {', '.join(DATASETS)} (omit with --resume)")
+    p.add_argument("--phase", default="final", help="a phase of the ladder (default: final)")
+    p.add_argument("--arch", default=None, help="train a custom architecture string instead of a phase")
+    p.add_argument("--recipe", default="default", help="a recipe name in experiments/recipes/<dataset>.toml, or a .toml path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe field (repeatable), e.g. --set epochs=5")
+    p.add_argument("--seed", type=int, default=None, help="shorthand for --set seed=N")
+    p.add_argument("--out", default=None, help="run directory (default: experiments/results/<dataset>/<phase>/seed<k>)")
+    p.add_argument("--force", action="store_true", help="overwrite a finished run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run from its checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--data-dir", default=None, help="folder with <dataset>.npz (default: $TINYCNN_DATA or ~/.cache/tinycnn)")
+    p.add_argument("--budget", type=int, default=None, help="refuse to train a model over this many parameters")
+    p.add_argument("--quiet", action="store_true", help="log lines only, no live display")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a model file")
+    p.add_argument("model", help="path to a model.pt written by tinycnn")
+    p.add_argument("--dataset", default=None, help="default: the dataset the model was built for")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--val-size", type=int, default=5000, help="size of the validation split (as in training)")
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images (CIFAR-10)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .budget import check_budget
+    from .checkpoint import load_checkpoint
+    from .ladders import get_phase
+    from .recipe import Recipe, load_recipe
+    from .runs import load_teacher, run_dir_for
+    from .spec import PhaseSpec
+    from .train import train
+
+    command = "tinycnn " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("tinycnn") else None
+    if args.resume:
+        ckpt = load_checkpoint(Path(args.resume) / "checkpoint.pt")
+        spec, recipe = PhaseSpec.from_dict(ckpt["spec"]), Recipe.from_dict(ckpt["recipe"])
+        run_dir, recipe_name = Path(args.resume), ""
+    else:
+        if not args.dataset:
+            raise SpecError(f"train needs a dataset ({', '.join(DATASETS)}) or --resume RUN_DIR")
+        overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+        recipe = load_recipe(args.dataset, args.recipe, overrides)
+        spec = (PhaseSpec.from_arch("custom", args.dataset, args.arch, "custom architecture")
+                if args.arch else get_phase(args.dataset, args.phase))
+        recipe_name = args.recipe
+        tag = "" if args.recipe == "default" else Path(args.recipe).stem
+        run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, tag=tag)
+        if (run_dir / "metrics.json").exists() and not args.force:
+            raise TinyCNNError(f"{run_dir} already holds a finished run; pass --force to overwrite or --out DIR")
+        if (run_dir / "checkpoint.pt").exists() and not args.force:
+            raise TinyCNNError(f"{run_dir} holds an unfinished run; continue it with --resume {run_dir}, "
+                               f"or pass --force to start over")
+    if args.budget is not None:
+        check_budget(spec, args.budget)
+    teacher = load_teacher(spec, recipe.kd_teacher)
+    if teacher is not None and recipe.kd_teacher == "previous":
+        from dataclasses import replace
+
+        from .runs import resolve_teacher_path
+
+        recipe = replace(recipe, kd_teacher=str(resolve_teacher_path(spec, "previous")))
+    metrics = train(spec, recipe, run_dir, data_dir=args.data_dir, device=args.device, teacher=teacher,
+                    resume=bool(args.resume), quiet=args.quiet, command=command, recipe_name=recipe_name)
+    console.print(f"[bold green]{spec.dataset}/{spec.name}[/]: test accuracy "
+                  f"{metrics['test_accuracy']:.2%} ({metrics['final_weights']} weights, "
+                  f"{metrics['params']:,} params) -> {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import load_splits
+    from .datasets import dataset_info
+    from .evaluate import evaluate
+    from .train import resolve_device
+
+    model = load_model(args.model)
+    dataset = args.dataset or model.spec.dataset
+    info = dataset_info(dataset)
+    if info.name != model.spec.dataset:
+        raise SpecError(f"{args.model} was trained on {model.spec.dataset}; it cannot be evaluated on {info.name}")
+    splits = load_splits(dataset, args.val_size, args.data_dir)
+    split = splits.test if args.split == "test" else splits.val
+    model = model.to(resolve_device(args.device))
+    result = evaluate(model, split, info.num_classes, tta=args.tta)
+    result.update({"model": str(args.model), "dataset": dataset, "split": args.split,
+                   "phase": model.spec.name, "arch": model.spec.arch})
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    console.print(f"[bold]{args.model}[/] ({model.spec.name}, {dataset} {args.split}, {result['n']:,} images"
+                  f"{', flip TTA' if args.tta else ''}): accuracy [bold]{result['accuracy']:.2%}[/]")
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("class")
+    for j in range(info.num_classes):
+        table.add_column(str(j), justify="right")
+    table.add_column("acc", justify="right")
+    for i, name in enumerate(info.classes):
+        table.add_row(f"{i} {name}", *[str(v) for v in result["confusion"][i]], f"{result['per_class'][i]:.1%}")
+    console.print(table)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

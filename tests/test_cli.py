@@ -1,0 +1,58 @@
+"""The CLI as a user runs it: a subprocess, exit codes, one-line errors without tracebacks."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tinycnn.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_phases_table_and_json():
+    r = run("phases", "mnist")
+    assert r.returncode == 0 and "blur" in r.stdout and "1,472" in r.stdout and "over by 190" in r.stdout
+    rows = json.loads(run("phases", "cifar10", "--json").stdout)
+    assert [row["phase"] for row in rows] == ["plain", "dw", "paper", "slim", "se", "blur"]
+    assert rows[-1]["within_budget"] and rows[-1]["params"] <= 140_000
+
+
+def test_fit_json():
+    r = run("fit", "mnist", "--budget", "1000", "--json")
+    assert r.returncode == 0
+    out = json.loads(r.stdout)
+    assert out["params"] <= 1000 and 0 < out["width"] < 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (("phases", "svhn"), "unknown dataset 'svhn'; accepted: mnist, cifar10"),
+    (("fit", "mnist", "--phase", "huge", "--budget", "10"), "unknown phase 'huge'"),
+    (("fit", "mnist", "--budget", "20"), "cannot fit"),
+    (("train", "mnist", "--phase", "paper", "--budget", "1500", "--recipe", "smoke"), "over the budget of 1,500 by 190"),
+    (("train", "mnist", "--set", "bogus=1"), "unknown recipe field 'bogus'"),
+    (("train", "mnist", "--arch", "conv_k3_c8 maxpool gap"), "unknown block"),
+    (("eval", "does-not-exist.pt"), "no file at does-not-exist.pt"),
+    (("train", "--resume", "no-such-run"), "no file at no-such-run/checkpoint.pt"),
+])
+def test_bad_input_is_one_clear_line(args, message):
+    r = run(*args)
+    assert r.returncode == 2
+    assert message in " ".join(r.stderr.split())
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_train_then_eval(tmp_path, real_data_dir):
+    out = tmp_path / "run"
+    r = run("train", "mnist", "--recipe", "smoke", "--out", str(out), "--quiet", "--set", "val_size=500")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.pt").exists() and (out / "metrics.json").exists() and (out / "train.log").exists()
+    again = run("train", "mnist", "--recipe", "smoke", "--out", str(out), "--quiet")
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    r = run("eval", str(out / "model.pt"), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["n"] == 10000 and len(result["confusion"]) == 10
+    assert sum(map(sum, result["confusion"])) == 10000
+    assert run("eval", str(out / "model.pt"), "--dataset", "cifar10").returncode == 2

@@ -1,0 +1,215 @@
+"""A recipe is every training knob in one dataclass; named recipes live in TOML files.
+
+``experiments/recipes/<dataset>.toml`` holds one table per named recipe. A table may say
+``extends = "other"`` to start from another recipe of the same file. ``--set key=value``
+overrides single fields on the command line, parsed by the field's type.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from .augment import BACKENDS, AugmentConfig
+from .errors import RecipeError
+
+OPTIMIZERS = ("sgd", "adamw", "radam")
+SCHEDULES = ("constant", "cosine", "step", "clr", "onecycle")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    # --- length and batch
+    epochs: int = 20
+    batch_size: int = 128
+    # --- optimiser
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    no_bias_decay: bool = True  # no weight decay on biases and BN/SE affine params
+    lookahead: bool = False  # wrap the optimiser in torch-optimizer's Lookahead (k=5, alpha=0.5)
+    lr_scale_batch: int = 0  # if > 0, lr *= batch_size / lr_scale_batch (linear scaling rule)
+    grad_clip: float = 0.0
+    # --- schedule (stepped once per batch)
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0  # linear warmup for constant/cosine/step
+    min_lr_ratio: float = 0.0  # floor of cosine and lower bound of CLR, as a fraction of lr
+    step_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training, for "step"
+    step_gamma: float = 0.1
+    clr_half_epochs: float = 2.0  # epochs from CLR's low to high point
+    clr_mode: str = "triangular"  # or "triangular2": amplitude halves each cycle
+    onecycle_pct: float = 0.25  # fraction of steps spent rising
+    onecycle_div: float = 25.0  # start lr = lr / div
+    onecycle_final_div: float = 1e4  # end lr = start lr / final_div
+    # --- regularisation and augmentation
+    label_smoothing: float = 0.0
+    crop_pad: int = 0
+    flip: bool = False
+    cutout: int = 0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    aug_backend: str = "tensor"
+    # --- weight averaging
+    swa: bool = False
+    swa_start: float = 0.75  # fraction of epochs after which snapshots are averaged
+    swa_lr: float = 0.0  # 0: keep the scheduled lr at swa_start; else SWALR anneals to it
+    ema_decay: float = 0.0  # 0 disables; e.g. 0.999
+    # --- sharpness-aware minimisation
+    sam_rho: float = 0.0  # 0 disables
+    sam_adaptive: bool = False
+    # --- knowledge distillation
+    kd_teacher: str = ""  # path to a model file, or "previous" for the ladder's previous phase
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.5  # weight of the distillation term
+    # --- speed
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = 2000
+    # --- data and reproducibility
+    val_size: int = 5000
+    train_subset: int = 0  # > 0: train on the first N training images (tests, smoke runs)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 samples)"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.clr_mode in ("triangular", "triangular2"), "clr_mode must be triangular or triangular2"),
+            (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}"),
+            (self.aug_backend in BACKENDS, f"aug_backend must be one of {', '.join(BACKENDS)}"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 < self.swa_start < 1, "swa_start must be a fraction in (0, 1)"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (not (self.swa and self.ema_decay), "choose SWA or EMA, not both"),
+            (self.sam_rho >= 0, "sam_rho must be >= 0"),
+            (not (self.sam_rho and self.amp == "fp16"), "SAM with fp16 is not supported; use amp=bf16"),
+            (0 <= self.kd_alpha <= 1 and self.kd_temperature > 0, "kd_alpha in [0, 1], kd_temperature > 0"),
+            (0 < self.onecycle_pct < 1, "onecycle_pct must be in (0, 1)"),
+            (self.val_size >= 0 and self.train_subset >= 0, "val_size and train_subset must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RecipeError(f"invalid recipe: {message}")
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size / self.lr_scale_batch if self.lr_scale_batch else self.lr
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(crop_pad=self.crop_pad, flip=self.flip, cutout=self.cutout,
+                             mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
+                             mix_prob=self.mix_prob, label_smoothing=self.label_smoothing,
+                             backend=self.aug_backend)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["step_milestones"] = list(self.step_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise RecipeError(f"unknown recipe field(s) {sorted(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
+        d = dict(d)
+        if "step_milestones" in d:
+            d["step_milestones"] = tuple(float(v) for v in d["step_milestones"])
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise RecipeError(f"invalid recipe: {e}") from e
+
+
+_FIELDS = {f.name: f for f in fields(Recipe)}
+
+
+def _parse_value(name: str, text: str):
+    f = _FIELDS.get(name)
+    if f is None:
+        raise RecipeError(f"unknown recipe field {name!r}; accepted: {', '.join(_FIELDS)}")
+    kind = type(getattr(Recipe(), name))
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes", "on")
+        if kind is tuple:
+            return tuple(float(v) for v in text.split(",") if v)
+        return kind(text)
+    except ValueError:
+        raise RecipeError(f"--set {name}={text}: expected a {kind.__name__}") from None
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str] | None) -> Recipe:
+    """Apply ``key=value`` strings (``--set``) to a recipe, type-checked per field."""
+    changes = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        changes[key.strip()] = _parse_value(key.strip(), value.strip())
+    try:
+        return replace(recipe, **changes)
+    except TypeError as e:
+        raise RecipeError(str(e)) from e
+
+
+def recipes_dir() -> Path:
+    """``$TINYCNN_RECIPES`` or the repository's ``experiments/recipes``."""
+    env = os.environ.get("TINYCNN_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments" / "recipes"
+
+
+def recipe_names(dataset: str) -> list[str]:
+    path = recipes_dir() / f"{dataset}.toml"
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        return list(tomllib.load(f))
+
+
+def load_recipe(dataset: str, name: str = "default", overrides: list[str] | None = None) -> Recipe:
+    """A named recipe of ``dataset`` (or a path to a TOML file with one table), plus overrides."""
+    if name.endswith(".toml") or os.sep in name:
+        path, table = Path(name), None
+    else:
+        path, table = recipes_dir() / f"{dataset}.toml", name
+    if not path.exists():
+        raise RecipeError(f"recipe file {path} not found")
+    try:
+        with open(path, "rb") as f:
+            tables = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path} is not valid TOML: {e}") from e
+    if table is None:
+        values = tables
+    else:
+        values = _resolve(tables, table, path, seen=())
+    recipe = Recipe.from_dict({k: v for k, v in values.items() if k != "extends"})
+    return apply_overrides(recipe, overrides)
+
+
+def _resolve(tables: dict, name: str, path: Path, seen: tuple) -> dict:
+    if name not in tables:
+        raise RecipeError(f"no recipe {name!r} in {path}; accepted: {', '.join(tables)}")
+    if name in seen:
+        raise RecipeError(f"recipe {name!r} in {path} extends itself in a cycle")
+    values = dict(tables[name])
+    parent = values.pop("extends", None)
+    if parent:
+        values = {**_resolve(tables, parent, path, seen + (name,)), **values}
+    return values
+

@@ -1,0 +1,55 @@
+"""Where runs live and how a ladder's phases hand models to each other.
+
+Kept out of ``train.py`` so the trainer never knows about ladders: the caller resolves
+``kd_teacher = "previous"`` to a model file and passes the loaded teacher in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .checkpoint import load_model
+from .errors import CheckpointError
+from .ladders import previous_phase
+from .spec import PhaseSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def results_root() -> Path:
+    """``$TINYCNN_RESULTS`` or the repository's ``experiments/results``."""
+    env = os.environ.get("TINYCNN_RESULTS")
+    return Path(env) if env else REPO_ROOT / "experiments" / "results"
+
+
+def run_dir_for(phase: PhaseSpec, seed: int, root: Path | None = None, tag: str = "") -> Path:
+    """``<root>/<dataset>/<phase>[-<tag>]/seed<k>``: one folder per finished run."""
+    name = f"{phase.name}-{tag}" if tag else phase.name
+    return (root or results_root()) / phase.dataset / name / f"seed{seed}"
+
+
+def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = None) -> Path | None:
+    """``""`` -> no teacher; ``"previous"`` -> the previous phase's seed-0 model; else a path."""
+    if not kd_teacher:
+        return None
+    if kd_teacher != "previous":
+        return Path(kd_teacher)
+    prev = previous_phase(phase)
+    if prev is None:
+        raise CheckpointError(f"phase {phase.name!r} is the first of its ladder: it has no previous phase to "
+                              f"distil from; pass kd_teacher=<path to model.pt>")
+    path = run_dir_for(prev, 0, root) / "model.pt"
+    if not path.exists():
+        raise CheckpointError(f"kd_teacher=previous needs {path}; train it first with "
+                              f"`tinycnn train {phase.dataset} --phase {prev.name}`")
+    return path
+
+
+def load_teacher(phase: PhaseSpec, kd_teacher: str, root: Path | None = None):
+    path = resolve_teacher_path(phase, kd_teacher, root)
+    if path is None:
+        return None
+    teacher = load_model(path)
+    if teacher.spec.dataset != phase.dataset:
+        raise CheckpointError(f"teacher {path} is a {teacher.spec.dataset} model; the student is {phase.dataset}")
+    return teacher
