@@ -1,0 +1,97 @@
+"""Training throughput on this device: per phase, per augmentation backend, SAM on/off.
+
+Every number comes from tinycnn's real training loop (`tinycnn.train.train`, one short
+epoch on a slice of the real data), so what is measured is what a run gets. Results go
+to experiments/results/bench-<device>.json.
+
+    python experiments/bench_train.py [--device cpu] [--threads 2] [--images 2048]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from tinycnn import ladder
+from tinycnn.augment import AugmentConfig, BatchAugment
+from tinycnn.data import Splits, load_splits
+from tinycnn.recipe import load_recipe
+from tinycnn.train import device_description, resolve_device, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def loop_images_per_s(phase, recipe, splits: Splits, device) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        m = train(phase, recipe, tmp, splits=splits, device=device, quiet=True)
+    return round(m["history"][0]["images_per_s"], 1)
+
+
+def augment_images_per_s(cfg: AugmentConfig, x: torch.Tensor, y: torch.Tensor, repeats: int = 20) -> float:
+    aug = BatchAugment(cfg, 10, x.shape[-1])
+    aug(x, y)  # warm-up (kornia builds its parameter generators lazily)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        aug(x, y)
+    return round(repeats * len(x) / (time.perf_counter() - t), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--images", type=int, default=2048, help="training images per measured epoch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    report = {"device": device_description(device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "images_per_epoch": args.images,
+              "phases": {}, "augment": {}, "final_train": {}}
+    for dataset in ("mnist", "cifar10"):
+        splits = load_splits(dataset, val_size=0)
+        small = Splits(splits.info, splits.train.subset(args.images), splits.val, splits.test.subset(256))
+        base = replace(load_recipe(dataset, "default"), epochs=1, val_size=0)
+        rows = {}
+        for phase in ladder(dataset):
+            rows[phase.name] = loop_images_per_s(phase, base, small, device)
+            print(dataset, phase.name, rows[phase.name], "img/s", flush=True)
+        report["phases"][dataset] = rows
+
+        x = small.train.x[:128].to(device).float() / 255
+        y = small.train.y[:128].to(device)
+        full = AugmentConfig(crop_pad=base.crop_pad or 2, flip=dataset == "cifar10", cutout=8, mixup_alpha=0.2)
+        report["augment"][dataset] = {
+            name: {backend: augment_images_per_s(replace(cfg, backend=backend), x, y) for backend in ("tensor", "kornia")}
+            for name, cfg in (("crop", AugmentConfig(crop_pad=full.crop_pad)),
+                              ("cutout", AugmentConfig(cutout=8)),
+                              ("mixup", AugmentConfig(mixup_alpha=0.2)),
+                              ("crop+flip+cutout+mixup", full))
+        }
+        print(dataset, "augment", report["augment"][dataset], flush=True)
+
+        final = ladder(dataset)[-1]
+        variants = {
+            "tensor aug": replace(base, crop_pad=full.crop_pad, flip=full.flip, cutout=8, mixup_alpha=0.2),
+            "kornia aug": replace(base, crop_pad=full.crop_pad, flip=full.flip, cutout=8, mixup_alpha=0.2,
+                                  aug_backend="kornia"),
+            "no SAM": base,
+            "SAM rho=0.05": replace(base, sam_rho=0.05),
+        }
+        report["final_train"][dataset] = {k: loop_images_per_s(final, r, small, device) for k, r in variants.items()}
+        print(dataset, "final", report["final_train"][dataset], flush=True)
+
+    out = Path(args.out) if args.out else RESULTS / f"bench-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
