@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     _add_training_commands(sub)
+    _add_study_commands(sub)
     return parser
 
 
@@ -114,6 +115,69 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+
+def _add_study_commands(sub) -> None:
+    p = sub.add_parser("ladder", help="train every phase in order, then write the ladder report")
+    _dataset_arg(p)
+    p.add_argument("--recipe", default="default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per intermediate phase (default 1)")
+    p.add_argument("--final-seeds", type=int, default=3, help="seeds for the final phase (default 3)")
+    p.add_argument("--phases", default=None, help="comma-separated subset of phases")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_ladder)
+
+    p = sub.add_parser("ablate", help="add one technique at a time on the final architecture")
+    _dataset_arg(p)
+    p.add_argument("--epochs", type=int, default=None, help="epochs per step (default: the plain recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", default=None, help="comma-separated subset of steps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("report", help="write report.md/.json and figures from committed runs")
+    _dataset_arg(p)
+    p.add_argument("--no-figures", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from .pipeline import run_ladder
+    from .report import write_report
+
+    phases = args.phases.split(",") if args.phases else None
+    run_ladder(args.dataset, args.recipe, args.overrides, args.seeds, args.final_seeds, phases,
+               data_dir=args.data_dir, device=args.device, log=console.print)
+    console.print(f"report: {write_report(args.dataset)}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .pipeline import run_ablation
+    from .report import write_report
+
+    steps = args.steps.split(",") if args.steps else None
+    run_ablation(args.dataset, args.epochs, args.seed, args.overrides, steps,
+                 data_dir=args.data_dir, device=args.device, log=console.print)
+    console.print(f"report: {write_report(args.dataset)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.dataset)
+    console.print(f"wrote {path} and {path.with_suffix('.json')}")
+    if not args.no_figures:
+        from .figures import write_figures
+
+        for fig in write_figures(args.dataset):
+            console.print(f"wrote {fig}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

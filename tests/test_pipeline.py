@@ -1,0 +1,62 @@
+"""Ladder, ablation and report on tiny settings, in a temporary results folder."""
+import json
+
+import pytest
+
+from tinycnn import build, count_params, get_phase
+from tinycnn.figures import write_figures
+from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool
+from tinycnn.report import results_markdown, summarize, write_report
+
+TINY = ["epochs=1", "train_subset=256", "val_size=200", "batch_size=64"]
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch, real_data_dir):
+    monkeypatch.setenv("TINYCNN_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def test_with_blurpool_keeps_params():
+    slim = get_phase("mnist", "slim")
+    blurred = with_blurpool(slim)
+    assert "max" not in blurred.arch.split() and blurred.arch.count("blur") == 2
+    assert count_params(build(blurred)) == count_params(build(slim))
+
+
+def test_ablation_steps_are_cumulative_and_end_at_the_final():
+    steps = ablation_steps("cifar10")
+    names = [s[0] for s in steps]
+    assert names == ["plain", "clr", "crop", "ls", "cutout", "mixup", "blurpool", "se", "swa", "sam", "kd"]
+    for (_, _, _, before), (_, _, _, after) in zip(steps, steps[1:]):
+        assert after[:len(before)] == before  # each step keeps everything before it
+    assert steps[0][2] == get_phase("cifar10", "slim") and steps[-1][2] == get_phase("cifar10", "final")
+
+
+@pytest.mark.slow
+def test_ladder_then_report_and_figures(results):
+    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["se", "blur"], log=lambda s: None)
+    rows = summarize("mnist")
+    assert [r["phase"] for r in rows] == ["se", "blur"]
+    assert rows[1]["seeds"] == [0, 1] and rows[1]["std"] >= 0
+    assert (results / "mnist/blur/seed1/model.pt").exists()
+    md = results_markdown("mnist")
+    assert "`blur`" in md and "2 seeds" in md and "tinycnn train mnist --phase blur" in md
+    report = write_report("mnist")
+    assert report.exists() and json.loads(report.with_suffix(".json").read_text())[0]["phase"] == "se"
+    figs = {p.name for p in write_figures("mnist")}
+    assert {"params_per_phase.png", "accuracy_vs_params.png", "confusion_final.png"} <= figs
+
+    # re-running reuses finished runs instead of training again
+    before = (results / "mnist/blur/seed0/metrics.json").stat().st_mtime
+    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=1, phases=["blur"], log=lambda s: None)
+    assert (results / "mnist/blur/seed0/metrics.json").stat().st_mtime == before
+
+    # the KD step of the ablation finds the ladder's `se` model as its teacher
+    out = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["plain", "blurpool", "kd"], log=lambda s: None)
+    assert [s["step"] for s in out["steps"]] == ["plain", "blurpool", "kd"]
+    saved = json.loads((results / "mnist/ablation.json").read_text())
+    assert saved["steps"][2]["overrides"][-len(TINY[1:]):] == TINY[1:]
+    kd_metrics = json.loads((results / "mnist/ablation/kd/metrics.json").read_text())
+    assert kd_metrics["teacher"].endswith("mnist/se/seed0/model.pt")
+    assert "ablation.png" in {p.name for p in write_figures("mnist")}

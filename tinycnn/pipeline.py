@@ -1,0 +1,123 @@
+"""Multi-run jobs: a whole ladder, and the one-technique-at-a-time ablation.
+
+Both are restartable at run granularity: a finished run directory (metrics.json beside
+model.pt) is reused, an unfinished one (checkpoint.pt) is resumed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import load_model
+from .datasets import dataset_info
+from .ladders import get_phase, ladder
+from .recipe import Recipe, apply_overrides, load_recipe
+from .runs import load_teacher, resolve_teacher_path, results_root, run_dir_for
+from .spec import BlockSpec, PhaseSpec
+from .train import device_description, resolve_device, train
+
+
+def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=None, quiet=True,
+                 command: str = "", recipe_name: str = "", data_dir=None, device="auto") -> dict:
+    if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists():
+        return json.loads((run_dir / "metrics.json").read_text())
+    resume = (run_dir / "checkpoint.pt").exists()
+    return train(phase, recipe, run_dir, teacher=teacher, resume=resume, quiet=quiet, command=command,
+                 recipe_name=recipe_name, data_dir=data_dir, device=device)
+
+
+def run_ladder(dataset: str, recipe_name: str = "default", overrides: list[str] | None = None,
+               seeds: int = 1, final_seeds: int = 3, phases: list[str] | None = None,
+               quiet: bool = True, data_dir=None, device="auto", log: Callable[[str], None] = print) -> list[dict]:
+    """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others)."""
+    names = [get_phase(dataset, p).name for p in phases] if phases else [p.name for p in ladder(dataset)]
+    final = ladder(dataset)[-1].name
+    results = []
+    for name in names:
+        phase = get_phase(dataset, name)
+        for seed in range(final_seeds if name == final else seeds):
+            recipe = load_recipe(dataset, recipe_name, (overrides or []) + [f"seed={seed}"])
+            run_dir = run_dir_for(phase, seed)
+            cmd = f"tinycnn train {dataset} --phase {name} --recipe {recipe_name} --seed {seed}" + "".join(
+                f" --set {o}" for o in overrides or [])
+            log(f"{dataset}/{name} seed {seed} -> {run_dir}")
+            m = run_or_reuse(phase, recipe, run_dir, teacher=load_teacher(phase, recipe.kd_teacher), quiet=quiet,
+                             command=cmd, recipe_name=recipe_name, data_dir=data_dir, device=device)
+            log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")
+            results.append(m)
+    return results
+
+
+def with_blurpool(spec: PhaseSpec) -> PhaseSpec:
+    """``spec`` with every max-pool replaced by BlurPool (the parameter count is unchanged)."""
+    blocks = tuple(BlockSpec("blur") if b.kind == "max" else b for b in spec.blocks)
+    return replace(spec, name=f"{spec.name}+blur", blocks=blocks, change="max-pools become BlurPool")
+
+
+def ablation_steps(dataset: str) -> list[tuple[str, str, PhaseSpec, list[str]]]:
+    """(step, what it adds, architecture, cumulative recipe overrides on the `plain` recipe).
+
+    The architecture starts at the ladder's ``slim`` phase (no SE, max-pools) and ends at
+    the final phase, so SE and BlurPool are measured as steps like the training tricks.
+    """
+    slim, se_phase, final = get_phase(dataset, "slim"), get_phase(dataset, "se"), get_phase(dataset, "final")
+    is_cifar = dataset_info(dataset).name == "cifar10"
+    aug = ["crop_pad=4", "flip=true"] if is_cifar else ["crop_pad=2"]
+    steps = [
+        ("plain", "constant lr, no tricks (`plain` recipe)", slim, []),
+        ("clr", "one-cycle cyclical lr + no-bias-decay", slim, ["schedule=onecycle", "no_bias_decay=true"]),
+        ("crop", "random crop" + (" + flip" if is_cifar else ""), slim, aug),
+        ("ls", "label smoothing 0.1", slim, ["label_smoothing=0.1"]),
+        ("cutout", "Cutout " + ("8 px" if is_cifar else "6 px"), slim, ["cutout=8" if is_cifar else "cutout=6"]),
+        ("mixup", "Mixup alpha 0.2", slim, ["mixup_alpha=0.2"]),
+        ("blurpool", "BlurPool instead of max-pool", with_blurpool(slim), []),
+        ("se", "squeeze-excite (the final architecture)", final, []),
+        ("swa", "SWA over the last 25% of epochs", final, ["swa=true", "swa_start=0.75"]),
+        ("sam", "SAM rho 0.05", final, ["sam_rho=0.05"]),
+        ("kd", f"distillation from the `{se_phase.name}` phase's model", final, ["kd_teacher=previous"]),
+    ]
+    out, acc = [], []
+    for step, adds, spec, changes in steps:
+        acc = acc + changes
+        out.append((step, adds, spec, list(acc)))
+    return out
+
+
+def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: list[str] | None = None,
+                 steps: list[str] | None = None, quiet: bool = True, data_dir=None, device="auto",
+                 log: Callable[[str], None] = print) -> dict:
+    """Run the cumulative ablation; write ``<results>/<dataset>/ablation.json``."""
+    info = dataset_info(dataset)
+    base_dir = results_root() / info.name / "ablation"
+    rows = []
+    for step, adds, spec, changes in ablation_steps(info.name):
+        if steps and step not in steps:
+            continue
+        overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
+        recipe = load_recipe(info.name, "plain", [o for o in overrides if not o.startswith("kd_teacher")])
+        teacher = None
+        if "kd_teacher=previous" in overrides:  # the ladder's trained previous phase teaches
+            teacher_path = resolve_teacher_path(spec, "previous")
+            teacher = load_model(teacher_path)
+            recipe = apply_overrides(recipe, [f"kd_teacher={teacher_path}"])
+        run_dir = base_dir / step
+        log(f"ablation {info.name} step {step}: +{adds}")
+        m = run_or_reuse(spec, recipe, run_dir, teacher=teacher, quiet=quiet, recipe_name="plain",
+                         command=f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
+                         data_dir=data_dir, device=device)
+        rows.append({"step": step, "adds": adds, "arch": spec.arch, "params": m["params"],
+                     "overrides": overrides, "val_accuracy": m["val_accuracy"],
+                     "test_accuracy": m["test_accuracy"], "train_time_s": m["train_time_s"],
+                     "run_dir": str(run_dir)})
+        log(f"  val {m['val_accuracy']:.4f} test {m['test_accuracy']:.4f}")
+    result = {"dataset": info.name, "epochs": epochs or load_recipe(info.name, "plain").epochs, "seed": seed,
+              "device": device_description(resolve_device(str(device))),
+              "command": " ".join(["tinycnn", *sys.argv[1:]]) if sys.argv[0].endswith("tinycnn") else
+              f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
+              "steps": rows}
+    (base_dir.parent / "ablation.json").write_text(json.dumps(result, indent=2))
+    return result
+

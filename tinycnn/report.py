@@ -1,0 +1,160 @@
+"""Reports from committed run directories: ladder summaries, README tables, figures.
+
+Reads ``experiments/results/<dataset>/<phase>/seed<k>/metrics.json`` (and
+``ablation.json``) and nothing else: every number it prints came from a run whose model
+file sits beside its metrics.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .datasets import dataset_info
+from .ladders import ladder
+from .runs import results_root
+
+# The reference paper's numbers: (parameters as it reports them, test accuracy).
+PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
+
+
+def load_runs(dataset: str, root: Path | None = None) -> dict[str, list[dict]]:
+    """Finished runs per phase name (in ladder order), each a metrics dict plus its path."""
+    root = (root or results_root()) / dataset_info(dataset).name
+    runs: dict[str, list[dict]] = {}
+    for phase in ladder(dataset):
+        for path in sorted((root / phase.name).glob("seed*/metrics.json")):
+            if not (path.parent / "model.pt").exists():
+                continue  # a number without its model cannot be checked
+            m = json.loads(path.read_text())
+            m["run_dir"] = str(path.parent)
+            runs.setdefault(phase.name, []).append(m)
+    return runs
+
+
+def time_to(history: list[dict], target: float) -> dict | None:
+    """First epoch whose validation accuracy reaches ``target``."""
+    for rec in history:
+        if rec.get("val_acc") is not None and rec["val_acc"] >= target:
+            return {"epoch": rec["epoch"], "train_time_s": round(rec["train_time_s"], 1)}
+    return None
+
+
+def summarize(dataset: str, root: Path | None = None) -> list[dict]:
+    """One row per trained phase: accuracy mean/std over seeds, cost, time, time-to-paper."""
+    runs = load_runs(dataset, root)
+    target = PAPER[dataset_info(dataset).name][1]
+    rows = []
+    for phase in ladder(dataset):
+        ms = runs.get(phase.name)
+        if not ms:
+            continue
+        accs = [m["test_accuracy"] for m in ms]
+        first = ms[0]
+        rows.append({
+            "phase": phase.name, "change": phase.change, "params": first["params"], "macs": first["macs"],
+            "seeds": [m["seed"] for m in ms], "test_accuracy": accs,
+            "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "epochs": first["epochs"], "train_time_s": round(statistics.fmean(m["train_time_s"] for m in ms), 1),
+            "device": first["device"], "recipe": first.get("recipe_name", ""), "weights": first["final_weights"],
+            "time_to_paper_val": [time_to(m["history"], target) for m in ms],
+            "command": first.get("command", ""), "run_dirs": [m["run_dir"] for m in ms],
+        })
+    return rows
+
+
+def _acc(row: dict) -> str:
+    if len(row["seeds"]) > 1:
+        return f"{row['mean']:.2%} ± {row['std']:.2%} ({len(row['seeds'])} seeds)"
+    return f"{row['mean']:.2%}"
+
+
+def _ttp(row: dict) -> str:
+    hits = [t for t in row["time_to_paper_val"] if t]
+    if not hits:
+        return "not reached"
+    return "; ".join(f"ep {t['epoch']}, {t['train_time_s']:.0f} s" for t in hits)
+
+
+def results_markdown(dataset: str, root: Path | None = None) -> str:
+    rows = summarize(dataset, root)
+    if not rows:
+        return f"_No committed {dataset} runs yet._"
+    paper_params, paper_acc = PAPER[dataset_info(dataset).name]
+    lines = [f"| phase | params | MACs | test acc (final weights) | epochs | train time | first val ≥ {paper_acc:.2%} | device |",
+             "|---|---:|---:|---|---:|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r['phase']}` | {r['params']:,} | {r['macs']:,} | {_acc(r)} | {r['epochs']} | "
+                     f"{r['train_time_s']:.0f} s | {_ttp(r)} | {r['device']} |")
+    lines.append("")
+    lines.append(f"Paper: {paper_acc:.2%} with {paper_params:,} parameters. Reproduce a row with its command:")
+    lines.append("")
+    for r in rows:
+        lines.append(f"- `{r['phase']}`: `{r['command']}`")
+    return "\n".join(lines)
+
+
+def ablation_markdown(dataset: str, root: Path | None = None) -> str:
+    path = (root or results_root()) / dataset_info(dataset).name / "ablation.json"
+    if not path.exists():
+        return f"_No committed {dataset} ablation yet (`tinycnn ablate {dataset}`)._"
+    data = json.loads(path.read_text())
+    lines = ["| step | adds | val acc | test acc | gain (test) |", "|---|---|---:|---:|---:|"]
+    prev = None
+    for s in data["steps"]:
+        gain = "" if prev is None else f"{(s['test_accuracy'] - prev) * 100:+.2f} pt"
+        lines.append(f"| {s['step']} | {s['adds']} | {s['val_accuracy']:.2%} | {s['test_accuracy']:.2%} | {gain} |")
+        prev = s["test_accuracy"]
+    lines.append("")
+    lines.append(f"{data['epochs']} epochs per step, seed {data['seed']}, {data['device']}; command: `{data['command']}`")
+    return "\n".join(lines)
+
+
+def write_report(dataset: str, root: Path | None = None) -> Path:
+    """``report.md`` and ``report.json`` beside the dataset's run directories."""
+    base = (root or results_root()) / dataset_info(dataset).name
+    base.mkdir(parents=True, exist_ok=True)
+    rows = summarize(dataset, root)
+    (base / "report.json").write_text(json.dumps(rows, indent=2))
+    md = [f"# {dataset} ladder report", "", results_markdown(dataset, root), "",
+          "## Ablation", "", ablation_markdown(dataset, root), ""]
+    (base / "report.md").write_text("\n".join(md))
+    return base / "report.md"
+
+
+def readme_results_sections() -> dict:
+    sections = {}
+    for dataset in ("mnist", "cifar10"):
+        sections[f"{dataset}-results"] = lambda d=dataset: results_markdown(d)
+        sections[f"{dataset}-ablation"] = lambda d=dataset: ablation_markdown(d)
+    sections["bench"] = bench_markdown
+    return sections
+
+
+def bench_markdown(root: Path | None = None) -> str:
+    paths = sorted((root or results_root()).glob("bench-*.json"))
+    if not paths:
+        return "_No benchmark results yet (`python experiments/bench_train.py`)._"
+    out = []
+    for path in paths:
+        b = json.loads(path.read_text())
+        out.append(f"`{path.name}` — {b['device']}, torch {b['torch']}, {b['threads']} threads, "
+                   f"{b['images_per_epoch']} images per measured epoch (training images/s):")
+        out.append("")
+        out.append("| dataset | " + " | ".join(next(iter(b["phases"].values())).keys()) + " |")
+        out.append("|---|" + "---:|" * len(next(iter(b["phases"].values()))))
+        for ds, rows in b["phases"].items():
+            out.append(f"| {ds} | " + " | ".join(f"{v:,.0f}" for v in rows.values()) + " |")
+        out.append("")
+        out.append("| dataset | augmentation | tensor ops (img/s) | kornia (img/s) |")
+        out.append("|---|---|---:|---:|")
+        for ds, augs in b["augment"].items():
+            for name, v in augs.items():
+                out.append(f"| {ds} | {name} | {v['tensor']:,.0f} | {v['kornia']:,.0f} |")
+        out.append("")
+        out.append("| dataset (final phase) | " + " | ".join(next(iter(b["final_train"].values())).keys()) + " |")
+        out.append("|---|" + "---:|" * len(next(iter(b["final_train"].values()))))
+        for ds, rows in b["final_train"].items():
+            out.append(f"| {ds} | " + " | ".join(f"{v:,.0f}" for v in rows.values()) + " |")
+        out.append("")
+    return "\n".join(out)
