@@ -282,7 +282,8 @@ def train(
                     if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
                         done = (step + 1) * recipe.batch_size
                         progress.update(batch_task, completed=step + 1, stats=(
-                            f"loss {loss.item():.3f}  lr {state.optimizer.param_groups[0]['lr']:.4f}  "
+                            f"loss {loss.item():.3f}  acc {correct.item() / done:.3f}  "
+                            f"lr {state.optimizer.param_groups[0]['lr']:.4f}  "
                             f"{done / (time.perf_counter() - t0):,.0f} img/s"))
                 if state.swa_model is not None and epoch >= swa_start_epoch:
                     state.swa_model.update_parameters(state.model)
