@@ -60,3 +60,18 @@ def test_ladder_then_report_and_figures(results):
     kd_metrics = json.loads((results / "mnist/ablation/kd/metrics.json").read_text())
     assert kd_metrics["teacher"].endswith("mnist/se/seed0/model.pt")
     assert "ablation.png" in {p.name for p in write_figures("mnist")}
+
+
+def test_bench_markdown_renders_every_measurement(tmp_path):
+    from tinycnn.report import bench_markdown
+
+    (tmp_path / "bench-cpu.json").write_text(json.dumps({
+        "device": "cpu (x86_64, 2 threads)", "torch": "2.14.1", "threads": 2, "images_per_epoch": 2048,
+        "phases": {"mnist": {"plain": 900.0, "blur": 1400.0}},
+        "augment": {"mnist": {"crop": {"tensor": 90000.0, "kornia": 20000.0}}},
+        "final_train": {"mnist": {"no SAM": 1400.0, "SAM rho=0.05": 700.0}},
+    }))
+    md = bench_markdown(tmp_path)
+    assert "| mnist | 900 | 1,400 |" in md
+    assert "| mnist | crop | 90,000 | 20,000 |" in md
+    assert "| mnist | 1,400 | 700 |" in md
