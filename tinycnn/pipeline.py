@@ -111,10 +111,10 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
         rows.append({"step": step, "adds": adds, "arch": spec.arch, "params": m["params"],
                      "overrides": overrides, "val_accuracy": m["val_accuracy"],
                      "test_accuracy": m["test_accuracy"], "train_time_s": m["train_time_s"],
-                     "run_dir": str(run_dir)})
+                     "run_dir": str(run_dir), "device": m["device"]})
         log(f"  val {m['val_accuracy']:.4f} test {m['test_accuracy']:.4f}")
     result = {"dataset": info.name, "epochs": epochs or load_recipe(info.name, "plain").epochs, "seed": seed,
-              "device": device_description(resolve_device(str(device))),
+              "device": ", ".join(sorted({r["device"] for r in rows})) or device_description(resolve_device(str(device))),
               "command": " ".join(["tinycnn", *sys.argv[1:]]) if sys.argv[0].endswith("tinycnn") else
               f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
               "steps": rows}
