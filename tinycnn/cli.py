@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .ladders import get_phase
     from .recipe import Recipe, load_recipe
-    from .runs import load_teacher, run_dir_for
+    from .runs import attach_teacher, run_dir_for
     from .spec import PhaseSpec
     from .train import train
 
@@ -211,13 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                f"or pass --force to start over")
     if args.budget is not None:
         check_budget(spec, args.budget)
-    teacher = load_teacher(spec, recipe.kd_teacher)
-    if teacher is not None and recipe.kd_teacher == "previous":
-        from dataclasses import replace
-
-        from .runs import resolve_teacher_path
-
-        recipe = replace(recipe, kd_teacher=str(resolve_teacher_path(spec, "previous")))
+    recipe, teacher = attach_teacher(spec, recipe)
     metrics = train(spec, recipe, run_dir, data_dir=args.data_dir, device=args.device, teacher=teacher,
                     resume=bool(args.resume), quiet=args.quiet, command=command, recipe_name=recipe_name)
     console.print(f"[bold green]{spec.dataset}/{spec.name}[/]: test accuracy "

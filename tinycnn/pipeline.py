@@ -11,11 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import load_model
 from .datasets import dataset_info
 from .ladders import get_phase, ladder
-from .recipe import Recipe, apply_overrides, load_recipe
-from .runs import load_teacher, resolve_teacher_path, results_root, run_dir_for
+from .recipe import Recipe, load_recipe
+from .runs import attach_teacher, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
 from .train import device_description, resolve_device, train
 
@@ -44,7 +43,8 @@ def run_ladder(dataset: str, recipe_name: str = "default", overrides: list[str] 
             cmd = f"tinycnn train {dataset} --phase {name} --recipe {recipe_name} --seed {seed}" + "".join(
                 f" --set {o}" for o in overrides or [])
             log(f"{dataset}/{name} seed {seed} -> {run_dir}")
-            m = run_or_reuse(phase, recipe, run_dir, teacher=load_teacher(phase, recipe.kd_teacher), quiet=quiet,
+            recipe, teacher = attach_teacher(phase, recipe)
+            m = run_or_reuse(phase, recipe, run_dir, teacher=teacher, quiet=quiet,
                              command=cmd, recipe_name=recipe_name, data_dir=data_dir, device=device)
             log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")
             results.append(m)
@@ -97,12 +97,8 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
         if steps and step not in steps:
             continue
         overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
-        recipe = load_recipe(info.name, "plain", [o for o in overrides if not o.startswith("kd_teacher")])
-        teacher = None
-        if "kd_teacher=previous" in overrides:  # the ladder's trained previous phase teaches
-            teacher_path = resolve_teacher_path(spec, "previous")
-            teacher = load_model(teacher_path)
-            recipe = apply_overrides(recipe, [f"kd_teacher={teacher_path}"])
+        recipe = load_recipe(info.name, "plain", overrides)
+        recipe, teacher = attach_teacher(spec, recipe)  # the ladder's trained previous phase teaches
         run_dir = base_dir / step
         log(f"ablation {info.name} step {step}: +{adds}")
         m = run_or_reuse(spec, recipe, run_dir, teacher=teacher, quiet=quiet, recipe_name="plain",

@@ -45,11 +45,17 @@ def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = 
     return path
 
 
-def load_teacher(phase: PhaseSpec, kd_teacher: str, root: Path | None = None):
-    path = resolve_teacher_path(phase, kd_teacher, root)
+def attach_teacher(phase: PhaseSpec, recipe):
+    """(recipe with ``kd_teacher`` resolved to a file path, loaded teacher or None).
+
+    Recording the resolved path, not "previous", lets metrics.json say which model taught.
+    """
+    from dataclasses import replace
+
+    path = resolve_teacher_path(phase, recipe.kd_teacher)
     if path is None:
-        return None
+        return recipe, None
     teacher = load_model(path)
     if teacher.spec.dataset != phase.dataset:
         raise CheckpointError(f"teacher {path} is a {teacher.spec.dataset} model; the student is {phase.dataset}")
-    return teacher
+    return replace(recipe, kd_teacher=str(path)), teacher
