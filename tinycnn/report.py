@@ -13,6 +13,7 @@ from pathlib import Path
 from .datasets import dataset_info
 from .ladders import ladder
 from .runs import results_root
+from .train import first_reach
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -32,14 +33,6 @@ def load_runs(dataset: str, root: Path | None = None) -> dict[str, list[dict]]:
     return runs
 
 
-def time_to(history: list[dict], target: float) -> dict | None:
-    """First epoch whose validation accuracy reaches ``target``."""
-    for rec in history:
-        if rec.get("val_acc") is not None and rec["val_acc"] >= target:
-            return {"epoch": rec["epoch"], "train_time_s": round(rec["train_time_s"], 1)}
-    return None
-
-
 def summarize(dataset: str, root: Path | None = None) -> list[dict]:
     """One row per trained phase: accuracy mean/std over seeds, cost, time, time-to-paper."""
     runs = load_runs(dataset, root)
@@ -57,7 +50,7 @@ def summarize(dataset: str, root: Path | None = None) -> list[dict]:
             "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "epochs": first["epochs"], "train_time_s": round(statistics.fmean(m["train_time_s"] for m in ms), 1),
             "device": first["device"], "recipe": first.get("recipe_name", ""), "weights": first["final_weights"],
-            "time_to_paper_val": [time_to(m["history"], target) for m in ms],
+            "time_to_paper_val": [first_reach(m["history"], target) for m in ms],
             "command": first.get("command", ""), "run_dirs": [m["run_dir"] for m in ms],
         })
     return rows

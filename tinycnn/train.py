@@ -235,6 +235,8 @@ def train(
                 epoch = state.epoch
                 state.model.train()
                 t0 = time.perf_counter()
+                in_swa = state.swa_model is not None and epoch >= swa_start_epoch
+                step_main_schedule = not (in_swa and state.swa_scheduler is not None)  # SWALR takes over
                 perm = torch.randperm(n, device=device)
                 loss_sum = torch.zeros((), device=device)
                 correct = torch.zeros((), device=device)
@@ -272,8 +274,7 @@ def train(
                         scaler.update()
                     else:
                         state.optimizer.step()
-                    in_swa = state.swa_model is not None and epoch >= swa_start_epoch
-                    if not (in_swa and state.swa_scheduler is not None):
+                    if step_main_schedule:
                         state.scheduler.step()
                     if state.ema_model is not None:
                         state.ema_model.update_parameters(state.model)
@@ -285,7 +286,7 @@ def train(
                             f"loss {loss.item():.3f}  acc {correct.item() / done:.3f}  "
                             f"lr {state.optimizer.param_groups[0]['lr']:.4f}  "
                             f"{done / (time.perf_counter() - t0):,.0f} img/s"))
-                if state.swa_model is not None and epoch >= swa_start_epoch:
+                if in_swa:
                     state.swa_model.update_parameters(state.model)
                     if state.swa_scheduler is not None:
                         state.swa_scheduler.step()
