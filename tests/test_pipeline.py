@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from tinycnn.errors import CheckpointError
 from tinycnn import build, count_params, get_phase
 from tinycnn.figures import write_figures
 from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool
@@ -60,6 +61,13 @@ def test_ladder_then_report_and_figures(results):
     kd_metrics = json.loads((results / "mnist/ablation/kd/metrics.json").read_text())
     assert kd_metrics["teacher"].endswith("mnist/se/seed0/model.pt")
     assert "ablation.png" in {p.name for p in write_figures("mnist")}
+
+    # a teacher can also be named by its ladder phase
+    from tinycnn.ladders import get_phase
+    from tinycnn.runs import resolve_teacher_path
+    assert resolve_teacher_path(get_phase("mnist", "final"), "se") == results / "mnist/se/seed0/model.pt"
+    with pytest.raises(CheckpointError, match="tinycnn train mnist --phase dw"):
+        resolve_teacher_path(get_phase("mnist", "final"), "dw")
 
 
 def test_bench_markdown_renders_every_measurement(tmp_path):

@@ -4,7 +4,7 @@ from tinycnn.errors import SpecError
 from tinycnn.spec import BlockSpec, PhaseSpec, format_arch, parse_arch, parse_block
 
 
-@pytest.mark.parametrize("text", ["conv_k3_c16", "conv_k5_c8_s2", "dw_k3_c12_se2", "pw_c8",
+@pytest.mark.parametrize("text", ["conv_k3_c16", "conv_k5_c8_s2", "dw_k3_c12_se2", "sep_k3_c12_se2", "pw_c8",
                                   "pw_c8_se2", "max", "blur", "drop_p10"])
 def test_block_strings_round_trip(text):
     assert str(parse_block(text)) == text

@@ -61,6 +61,21 @@ class DepthwiseSeparable(nn.Sequential):
         )
 
 
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k straight into pointwise 1x1, then one BN -> ReLU (Xception, Chollet 2017).
+
+    Chollet found no non-linearity between the two convs works best; on a tiny net it also
+    drops the middle BatchNorm (2 parameters per input channel) and a ReLU that throws
+    information away in a layer only 8-16 channels wide (the MobileNetV2 argument).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, kernel, stride, kernel // 2, groups=cin, bias=False),
+            ConvBNAct(cin, cout, 1),
+        )
+
+
 class BlurPool(nn.Module):
     """Anti-aliased downsampling (Zhang 2019, "Making CNNs shift-invariant again").
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import BlurPool, ConvBNAct, DepthwiseSeparable, GAPHead, Normalize, SqueezeExcite
+from .blocks import BlurPool, ConvBNAct, DepthwiseSeparable, GAPHead, Normalize, SeparableConv, SqueezeExcite
 from .datasets import dataset_info
 from .spec import BlockSpec, PhaseSpec
 
@@ -38,6 +38,8 @@ def _build_block(block: BlockSpec, cin: int) -> tuple[nn.Module, int]:
         return nn.Dropout(block.drop / 100), cin
     if block.kind == "dw":
         layer: nn.Module = DepthwiseSeparable(cin, block.out, block.kernel, block.stride)
+    elif block.kind == "sep":
+        layer = SeparableConv(cin, block.out, block.kernel, block.stride)
     else:  # conv and pw share one implementation; pw is conv with k=1
         layer = ConvBNAct(cin, block.out, block.kernel, block.stride)
     if block.se:

@@ -185,11 +185,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .ladders import get_phase
     from .recipe import Recipe, load_recipe
-    from .runs import attach_teacher, run_dir_for
+    from .runs import attach_teacher, invoked_command, run_dir_for
     from .spec import PhaseSpec
     from .train import train
 
-    command = "tinycnn " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("tinycnn") else None
+    command = invoked_command()
     if args.resume:
         ckpt = load_checkpoint(Path(args.resume) / "checkpoint.pt")
         spec, recipe = PhaseSpec.from_dict(ckpt["spec"]), Recipe.from_dict(ckpt["recipe"])

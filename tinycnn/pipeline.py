@@ -14,7 +14,7 @@ from typing import Callable
 from .datasets import dataset_info
 from .ladders import get_phase, ladder
 from .recipe import Recipe, load_recipe
-from .runs import attach_teacher, results_root, run_dir_for
+from .runs import attach_teacher, invoked_command, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
 from .train import device_description, resolve_device, train
 
@@ -111,8 +111,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
         log(f"  val {m['val_accuracy']:.4f} test {m['test_accuracy']:.4f}")
     result = {"dataset": info.name, "epochs": epochs or load_recipe(info.name, "plain").epochs, "seed": seed,
               "device": ", ".join(sorted({r["device"] for r in rows})) or device_description(resolve_device(str(device))),
-              "command": " ".join(["tinycnn", *sys.argv[1:]]) if sys.argv[0].endswith("tinycnn") else
-              f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
+              "command": invoked_command() or f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
               "steps": rows}
     (base_dir.parent / "ablation.json").write_text(json.dumps(result, indent=2))
     return result

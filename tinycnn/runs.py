@@ -5,12 +5,14 @@ Kept out of ``train.py`` so the trainer never knows about ladders: the caller re
 """
 from __future__ import annotations
 
+import sys
+
 import os
 from pathlib import Path
 
 from .checkpoint import load_model
 from .errors import CheckpointError
-from .ladders import previous_phase
+from .ladders import get_phase, ladder, previous_phase
 from .spec import PhaseSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +31,17 @@ def run_dir_for(phase: PhaseSpec, seed: int, root: Path | None = None, tag: str 
 
 
 def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = None) -> Path | None:
-    """``""`` -> no teacher; ``"previous"`` -> the previous phase's seed-0 model; else a path."""
+    """``""`` -> no teacher; ``"previous"`` or a phase name of the same ladder -> that phase's
+    seed-0 model; else a path to a model file."""
     if not kd_teacher:
         return None
+    phase_names = {p.name for p in ladder(phase.dataset)}
+    if kd_teacher in phase_names:
+        path = run_dir_for(get_phase(phase.dataset, kd_teacher), 0, root) / "model.pt"
+        if not path.exists():
+            raise CheckpointError(f"kd_teacher={kd_teacher} needs {path}; train it first with "
+                                  f"`tinycnn train {phase.dataset} --phase {kd_teacher}`")
+        return path
     if kd_teacher != "previous":
         return Path(kd_teacher)
     prev = previous_phase(phase)
@@ -59,3 +69,11 @@ def attach_teacher(phase: PhaseSpec, recipe):
     if teacher.spec.dataset != phase.dataset:
         raise CheckpointError(f"teacher {path} is a {teacher.spec.dataset} model; the student is {phase.dataset}")
     return replace(recipe, kd_teacher=str(path)), teacher
+
+
+def invoked_command() -> str | None:
+    """The command line as a user would retype it: ``tinycnn ...`` for both the console
+    script and ``python -m tinycnn``; None when called from Python (train() records argv)."""
+    if sys.argv[0].endswith("tinycnn") or sys.argv[0].endswith("__main__.py"):
+        return " ".join(["tinycnn", *sys.argv[1:]])
+    return None

@@ -5,6 +5,8 @@ The grammar follows timm's block strings: a block kind, then ``_``-separated opt
     conv_k3_c16      k x k conv -> BN -> ReLU, 16 output channels (``_s2`` for stride 2)
     dw_k3_c32        depthwise k x k -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU
     dw_k3_c32_se4    ... then squeeze-excite with an explicit 4-channel bottleneck
+    sep_k3_c32       depthwise k x k -> pointwise 1x1 -> BN -> ReLU (Xception's separable conv:
+                     no norm or activation in between, which saves 2 parameters per input channel)
     pw_c16           1x1 conv -> BN -> ReLU (a cheap channel transition)
     max              2x2 max-pool, stride 2
     blur             anti-aliased max-pool: 2x2 max at stride 1, then a 3x3 binomial blur at stride 2
@@ -25,20 +27,23 @@ from .errors import SpecError
 BLOCK_KINDS = {
     "conv": "k x k conv -> BN -> ReLU",
     "dw": "depthwise-separable: depthwise k x k -> BN -> ReLU -> 1x1 -> BN -> ReLU",
+    "sep": "separable: depthwise k x k -> 1x1 -> BN -> ReLU (no norm/activation in between)",
     "pw": "1x1 conv -> BN -> ReLU",
     "max": "2x2 max-pool, stride 2",
     "blur": "anti-aliased max-pool (max 2x2 stride 1, binomial 3x3 blur stride 2)",
     "drop": "dropout, p in percent",
 }
 HEADS = {"gap": "global average pooling -> linear classifier"}
-_CONV_KINDS = ("conv", "dw", "pw")
+_CONV_KINDS = ("conv", "dw", "sep", "pw")
 _OPTIONS_BY_KIND = {
-    "conv": {"k", "c", "s", "se"}, "dw": {"k", "c", "s", "se"}, "pw": {"c", "se"},
+    "conv": {"k", "c", "s", "se"}, "dw": {"k", "c", "s", "se"},
+    "sep": {"k", "c", "s", "se"}, "pw": {"c", "se"},
     "max": set(), "blur": set(), "drop": {"p"},
 }
 _OPTION = re.compile(r"^(k|c|s|se|p)(\d+)$")
 _GRAMMAR_HELP = (
-    "accepted blocks: conv_k3_c16[_s2][_se4], dw_k3_c32[_s2][_se4], pw_c16[_se4], "
+    "accepted blocks: conv_k3_c16[_s2][_se4], dw_k3_c32[_s2][_se4], sep_k3_c32[_s2][_se4], "
+    "pw_c16[_se4], "
     "max, blur, drop_p10"
 )
 
