@@ -12,10 +12,25 @@ def run(*args, cwd=None):
 
 def test_phases_table_and_json():
     r = run("phases", "mnist")
-    assert r.returncode == 0 and "blur" in r.stdout and "1,472" in r.stdout and "over by 190" in r.stdout
+    assert r.returncode == 0 and "blur" in r.stdout and "1,497" in r.stdout and "over by 190" in r.stdout
     rows = json.loads(run("phases", "cifar10", "--json").stdout)
     assert [row["phase"] for row in rows] == ["plain", "dw", "paper", "slim", "se", "blur"]
     assert rows[-1]["within_budget"] and rows[-1]["params"] <= 140_000
+
+
+def test_python_dash_m_runs_the_cli_and_records_a_retypeable_command():
+    r = subprocess.run([sys.executable, "-m", "tinycnn", "phases", "cifar10", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)
+    import tinycnn.runs as runs
+    argv = sys.argv
+    try:
+        sys.argv = ["/x/tinycnn/__main__.py", "train", "mnist"]
+        assert runs.invoked_command() == "tinycnn train mnist"
+        sys.argv = ["pytest"]
+        assert runs.invoked_command() is None
+    finally:
+        sys.argv = argv
 
 
 def test_fit_json():

@@ -8,7 +8,8 @@ from tinycnn.errors import BudgetError, SpecError
 from tinycnn.spec import PhaseSpec
 
 EXPECTED = {
-    "mnist": {"plain": 26_074, "dw": 4_602, "paper": 1_690, "slim": 1_488, "se": 1_472, "blur": 1_472},
+    "mnist": {"plain": 26_074, "dw": 4_602, "paper": 1_690, "sep": 1_610, "slim": 1_420, "se": 1_497,
+              "blur": 1_497},
     "cifar10": {"plain": 138_042, "dw": 20_026, "paper": 151_370, "slim": 139_082,
                 "se": 138_378, "blur": 138_378},
 }
@@ -38,6 +39,17 @@ def test_params_count_everything_by_hand():
     # conv 1->8 k3 (72) + BN (16) + SE 8->2->8 (16+2 + 16+8) + head 8->10 (80+10)
     model = build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8_se2 gap"))
     assert count_params(model) == 72 + 16 + (16 + 2) + (16 + 8) + (80 + 10)
+
+
+def test_separable_conv_drops_the_middle_bn():
+    # dw: depthwise 8*9 + BN 16 + pointwise 8*12 + BN 24; sep: the same minus the middle BN (2 per input channel)
+    dw = count_params(build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8 dw_k3_c12 gap")))
+    sep_model = build(PhaseSpec.from_arch("x", "mnist", "conv_k3_c8 sep_k3_c12 gap"))
+    assert dw - count_params(sep_model) == 2 * 8
+    # and nothing non-linear sits between the depthwise and pointwise convs
+    sep_block = sep_model.features[1]
+    assert isinstance(sep_block[0], torch.nn.Conv2d) and sep_block[0].groups == 8
+    assert isinstance(sep_block[1][0], torch.nn.Conv2d) and sep_block[1][0].kernel_size == (1, 1)
 
 
 def test_macs_hand_checked():

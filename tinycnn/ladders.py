@@ -18,12 +18,15 @@ _MNIST = [
      "conv_k3_c16 dw_k3_c16 max dw_k3_c32 dw_k3_c32 max dw_k3_c32 gap"),
     ("paper", "the reference's widths 8-12-12-16-15 with 1x1 transitions (over budget once BN is counted)",
      "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c16 pw_c12 max dw_k3_c15 gap"),
-    ("slim", "last two stages trimmed (16->14, 12->10, 15->12) to fit 1,500",
-     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c14 pw_c10 max dw_k3_c12 gap"),
-    ("se", "squeeze-excite (2-channel bottleneck) on the last block, paid for by a narrower transition (10->8)",
-     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 max dw_k3_c14 pw_c8 max dw_k3_c12_se2 gap"),
+    ("sep", "depthwise-separable blocks become Xception-style separable convs: no BN/ReLU between "
+     "depthwise and pointwise (saves 2 params per input channel)",
+     "conv_k3_c8 sep_k3_c12 pw_c8 sep_k3_c12 max sep_k3_c16 pw_c12 max sep_k3_c15 gap"),
+    ("slim", "last stages trimmed (16->15, 12->8) to fit 1,500 with room for SE",
+     "conv_k3_c8 sep_k3_c12 pw_c8 sep_k3_c12 max sep_k3_c15 pw_c8 max sep_k3_c15 gap"),
+    ("se", "squeeze-excite with a 2-channel bottleneck on the last block (+77 params)",
+     "conv_k3_c8 sep_k3_c12 pw_c8 sep_k3_c12 max sep_k3_c15 pw_c8 max sep_k3_c15_se2 gap"),
     ("blur", "max-pools become BlurPool anti-aliased downsampling (zero parameters)",
-     "conv_k3_c8 dw_k3_c12 pw_c8 dw_k3_c12 blur dw_k3_c14 pw_c8 blur dw_k3_c12_se2 gap"),
+     "conv_k3_c8 sep_k3_c12 pw_c8 sep_k3_c12 blur sep_k3_c15 pw_c8 blur sep_k3_c15_se2 gap"),
 ]
 
 _CIFAR10 = [

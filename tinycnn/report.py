@@ -50,10 +50,30 @@ def summarize(dataset: str, root: Path | None = None) -> list[dict]:
             "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "epochs": first["epochs"], "train_time_s": round(statistics.fmean(m["train_time_s"] for m in ms), 1),
             "device": first["device"], "recipe": first.get("recipe_name", ""), "weights": first["final_weights"],
+            "devices": [m["device"] for m in ms], "train_times_s": [m["train_time_s"] for m in ms],
             "time_to_paper_val": [first_reach(m["history"], target) for m in ms],
-            "command": first.get("command", ""), "run_dirs": [m["run_dir"] for m in ms],
+            "command": display_command(first.get("command", "")),
+            "commands": [display_command(m.get("command", "")) for m in ms], "run_dirs": [m["run_dir"] for m in ms],
         })
     return rows
+
+
+def display_command(command: str) -> str:
+    """``.../tinycnn/__main__.py train ...`` (a ``python -m tinycnn`` run) shown as ``tinycnn train ...``."""
+    head, _, rest = command.partition(" ")
+    return f"tinycnn {rest}" if head.endswith("__main__.py") else command
+
+
+def _by_device(row: dict) -> tuple[str, str]:
+    """(train time, device) cells: one entry per device when a row's seeds ran on different ones."""
+    groups: dict[str, list[float]] = {}
+    for device, t in zip(row["devices"], row["train_times_s"]):
+        groups.setdefault(device, []).append(t)
+    if len(groups) == 1:
+        return f"{row['train_time_s']:.0f} s", row["device"]
+    times = "; ".join(f"{statistics.fmean(ts):.0f} s" for ts in groups.values())
+    devices = "; ".join(f"{d} ({len(ts)} seed{'s' if len(ts) > 1 else ''})" for d, ts in groups.items())
+    return times, devices
 
 
 def _acc(row: dict) -> str:
@@ -66,7 +86,10 @@ def _ttp(row: dict) -> str:
     hits = [t for t in row["time_to_paper_val"] if t]
     if not hits:
         return "not reached"
-    return "; ".join(f"ep {t['epoch']}, {t['train_time_s']:.0f} s" for t in hits)
+    if len(row["seeds"]) == 1:
+        return f"ep {hits[0]['epoch']}, {hits[0]['train_time_s']:.0f} s"
+    return "; ".join(f"seed {seed}: ep {t['epoch']}, {t['train_time_s']:.0f} s" if t else f"seed {seed}: not reached"
+                     for seed, t in zip(row["seeds"], row["time_to_paper_val"]))
 
 
 def results_markdown(dataset: str, root: Path | None = None) -> str:
@@ -77,13 +100,17 @@ def results_markdown(dataset: str, root: Path | None = None) -> str:
     lines = [f"| phase | params | MACs | test acc (final weights) | epochs | train time | first val ≥ {paper_acc:.2%} | device |",
              "|---|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
+        times, devices = _by_device(r)
         lines.append(f"| `{r['phase']}` | {r['params']:,} | {r['macs']:,} | {_acc(r)} | {r['epochs']} | "
-                     f"{r['train_time_s']:.0f} s | {_ttp(r)} | {r['device']} |")
+                     f"{times} | {_ttp(r)} | {devices} |")
     lines.append("")
     lines.append(f"Paper: {paper_acc:.2%} with {paper_params:,} parameters. Reproduce a row with its command:")
     lines.append("")
     for r in rows:
-        lines.append(f"- `{r['phase']}`: `{r['command']}`")
+        if len(set(r["commands"])) == 1:
+            lines.append(f"- `{r['phase']}`: `{r['command']}`")
+        else:
+            lines.extend(f"- `{r['phase']}` seed {seed}: `{c}`" for seed, c in zip(r["seeds"], r["commands"]))
     return "\n".join(lines)
 
 
@@ -115,11 +142,45 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
     return base / "report.md"
 
 
+def candidates_markdown(dataset: str, root: Path | None = None) -> str:
+    """The runs a choice was made from, by *validation* accuracy only (test is in their files).
+
+    Single runs sit in ``<dataset>/search/<name>/``; recipe candidates for the final phase
+    in ``<dataset>/recipes/<recipe>/seed<k>/``. The final phase's own seeds are listed too,
+    as the incumbent they were compared with.
+    """
+    base = (root or results_root()) / dataset_info(dataset).name
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(base.glob("search/*/metrics.json")):
+        groups[f"search/{path.parent.name}"] = [json.loads(path.read_text())]
+    final = ladder(dataset)[-1].name
+    for pattern, label in ((f"{final}/seed*/metrics.json", f"{final} (final, default recipe)"),
+                           ("recipes/*/seed*/metrics.json", None)):
+        for path in sorted(base.glob(pattern)):
+            if not (path.parent / "model.pt").exists():
+                continue
+            key = label or f"recipes/{path.parent.parent.name}"
+            groups.setdefault(key, []).append(json.loads(path.read_text()))
+    if not groups:
+        return f"_No {dataset} candidate runs committed._"
+    lines = ["| runs | params | epochs | batch | val acc (mean of seeds) | seeds | architecture / command |",
+             "|---|---:|---:|---:|---|---:|---|"]
+    for key, ms in groups.items():
+        m = ms[0]
+        vals = [x["val_accuracy"] for x in ms]
+        val = f"{statistics.fmean(vals):.2%}" + (f" ± {statistics.stdev(vals):.2%}" if len(vals) > 1 else "")
+        what = f"`{m['arch']}`" if key.startswith("search/") else f"`{display_command(m.get('command', ''))}`"
+        lines.append(f"| {key} | {m['params']:,} | {m['recipe']['epochs']} | {m['recipe']['batch_size']} | "
+                     f"{val} | {len(ms)} | {what} |")
+    return "\n".join(lines)
+
+
 def readme_results_sections() -> dict:
     sections = {}
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-results"] = lambda d=dataset: results_markdown(d)
         sections[f"{dataset}-ablation"] = lambda d=dataset: ablation_markdown(d)
+    sections["mnist-candidates"] = lambda: candidates_markdown("mnist")
     sections["bench"] = bench_markdown
     return sections
 
