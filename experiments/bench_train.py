@@ -1,4 +1,5 @@
-"""Training throughput on this device: per phase, per augmentation backend, SAM on/off.
+"""Training throughput on this device: per phase, per augmentation backend, SAM on/off,
+NCHW vs channels_last.
 
 Every number comes from tinycnn's real training loop (`tinycnn.train.train`, one short
 epoch on a slice of the real data), so what is measured is what a run gets. Results go
@@ -83,6 +84,8 @@ def main() -> None:
                                   aug_backend="kornia"),
             "no SAM": base,
             "SAM rho=0.05": replace(base, sam_rho=0.05),
+            "NCHW": replace(base, channels_last=False),
+            "channels_last": replace(base, channels_last=True),
         }
         report["final_train"][dataset] = {k: loop_images_per_s(final, r, small, device) for k, r in variants.items()}
         print(dataset, "final", report["final_train"][dataset], flush=True)
