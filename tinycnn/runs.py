@@ -5,9 +5,8 @@ Kept out of ``train.py`` so the trainer never knows about ladders: the caller re
 """
 from __future__ import annotations
 
-import sys
-
 import os
+import sys
 from pathlib import Path
 
 from .checkpoint import load_model
@@ -35,23 +34,19 @@ def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = 
     seed-0 model; else a path to a model file."""
     if not kd_teacher:
         return None
-    phase_names = {p.name for p in ladder(phase.dataset)}
-    if kd_teacher in phase_names:
-        path = run_dir_for(get_phase(phase.dataset, kd_teacher), 0, root) / "model.pt"
-        if not path.exists():
-            raise CheckpointError(f"kd_teacher={kd_teacher} needs {path}; train it first with "
-                                  f"`tinycnn train {phase.dataset} --phase {kd_teacher}`")
-        return path
-    if kd_teacher != "previous":
+    if kd_teacher == "previous":
+        teacher_phase = previous_phase(phase)
+        if teacher_phase is None:
+            raise CheckpointError(f"phase {phase.name!r} is the first of its ladder: it has no previous phase to "
+                                  f"distil from; pass kd_teacher=<path to model.pt>")
+    elif kd_teacher in {p.name for p in ladder(phase.dataset)}:
+        teacher_phase = get_phase(phase.dataset, kd_teacher)
+    else:
         return Path(kd_teacher)
-    prev = previous_phase(phase)
-    if prev is None:
-        raise CheckpointError(f"phase {phase.name!r} is the first of its ladder: it has no previous phase to "
-                              f"distil from; pass kd_teacher=<path to model.pt>")
-    path = run_dir_for(prev, 0, root) / "model.pt"
+    path = run_dir_for(teacher_phase, 0, root) / "model.pt"
     if not path.exists():
-        raise CheckpointError(f"kd_teacher=previous needs {path}; train it first with "
-                              f"`tinycnn train {phase.dataset} --phase {prev.name}`")
+        raise CheckpointError(f"kd_teacher={kd_teacher} needs {path}; train it first with "
+                              f"`tinycnn train {phase.dataset} --phase {teacher_phase.name}`")
     return path
 
 
