@@ -83,3 +83,23 @@ def test_bench_markdown_renders_every_measurement(tmp_path):
     assert "| mnist | 900 | 1,400 |" in md
     assert "| mnist | crop | 90,000 | 20,000 |" in md
     assert "| mnist | 1,400 | 700 |" in md
+
+
+def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
+    from tinycnn.report import candidates_markdown
+
+    def write_run(rel, val_curve, device):
+        d = tmp_path / "cifar10" / rel
+        d.mkdir(parents=True)
+        (d / "model.pt").write_bytes(b"x")
+        history = [{"epoch": i + 1, "val_acc": v, "train_time_s": 100.0 * (i + 1)} for i, v in enumerate(val_curve)]
+        (d / "metrics.json").write_text(json.dumps({
+            "params": 1000, "recipe": {"epochs": len(val_curve), "batch_size": 128}, "val_accuracy": val_curve[-1],
+            "history": history, "device": device, "command": "tinycnn train cifar10 --recipe fast"}))
+
+    write_run("recipes/fast/seed0", [0.80, 0.861, 0.85, 0.88], "cpu (x86_64, 2 threads)")
+    write_run("recipes/fast/seed1", [0.80, 0.85, 0.86], "NVIDIA H100 80GB HBM3")
+    md = candidates_markdown("cifar10", tmp_path)
+    row = next(line for line in md.splitlines() if line.startswith("| recipes/fast"))
+    assert "87.00% ± 1.41%" in row  # val mean ± std of the two seeds; test accuracy is never shown
+    assert "ep 2, 200 s, CPU 2 thr; not reached" in row  # first epoch >= 86.01%, not the best one

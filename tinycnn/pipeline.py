@@ -37,13 +37,14 @@ def run_ladder(dataset: str, recipe_name: str = "default", overrides: list[str] 
     results = []
     for name in names:
         phase = get_phase(dataset, name)
+        # The teacher is the same for every seed of a phase: load it once.
+        phase_recipe, teacher = attach_teacher(phase, load_recipe(dataset, recipe_name, overrides or []))
         for seed in range(final_seeds if name == final else seeds):
-            recipe = load_recipe(dataset, recipe_name, (overrides or []) + [f"seed={seed}"])
+            recipe = replace(phase_recipe, seed=seed)
             run_dir = run_dir_for(phase, seed)
             cmd = f"tinycnn train {dataset} --phase {name} --recipe {recipe_name} --seed {seed}" + "".join(
                 f" --set {o}" for o in overrides or [])
             log(f"{dataset}/{name} seed {seed} -> {run_dir}")
-            recipe, teacher = attach_teacher(phase, recipe)
             m = run_or_reuse(phase, recipe, run_dir, teacher=teacher, quiet=quiet,
                              command=cmd, recipe_name=recipe_name, data_dir=data_dir, device=device)
             log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")

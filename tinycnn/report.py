@@ -163,16 +163,36 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
             groups.setdefault(key, []).append(json.loads(path.read_text()))
     if not groups:
         return f"_No {dataset} candidate runs committed._"
-    lines = ["| runs | params | epochs | batch | val acc (mean of seeds) | seeds | architecture / command |",
-             "|---|---:|---:|---:|---|---:|---|"]
+    target = PAPER[dataset_info(dataset).name][1]
+    lines = [f"| runs | params | epochs | batch | val acc (mean of seeds) | seeds | first val ≥ {target:.2%} "
+             "(epoch, train time, device) | architecture / command |",
+             "|---|---:|---:|---:|---|---:|---|---|"]
     for key, ms in groups.items():
         m = ms[0]
         vals = [x["val_accuracy"] for x in ms]
         val = f"{statistics.fmean(vals):.2%}" + (f" ± {statistics.stdev(vals):.2%}" if len(vals) > 1 else "")
         what = f"`{m['arch']}`" if key.startswith("search/") else f"`{display_command(m.get('command', ''))}`"
         lines.append(f"| {key} | {m['params']:,} | {m['recipe']['epochs']} | {m['recipe']['batch_size']} | "
-                     f"{val} | {len(ms)} | {what} |")
+                     f"{val} | {len(ms)} | {_first_reach_cell(ms, target)} | {what} |")
     return "\n".join(lines)
+
+
+def _first_reach_cell(runs: list[dict], target: float) -> str:
+    """Per run: when validation accuracy first reached ``target``, and on what it ran."""
+    cells = []
+    for m in runs:
+        hit = first_reach(m["history"], target)
+        cells.append(f"ep {hit['epoch']}, {hit['train_time_s']:.0f} s, {_short_device(m['device'])}" if hit
+                     else "not reached")
+    return "; ".join(cells)
+
+
+def _short_device(device: str) -> str:
+    """``cpu (x86_64, 2 threads)`` -> ``CPU 2 thr``; GPU names shortened to their model."""
+    if device.startswith("cpu"):
+        threads = device.split(",")[-1].strip(" )").split()[0] if "thread" in device else "?"
+        return f"CPU {threads} thr"
+    return device.replace("NVIDIA ", "").split(" 80GB")[0]
 
 
 def readme_results_sections() -> dict:
@@ -180,7 +200,8 @@ def readme_results_sections() -> dict:
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-results"] = lambda d=dataset: results_markdown(d)
         sections[f"{dataset}-ablation"] = lambda d=dataset: ablation_markdown(d)
-    sections["mnist-candidates"] = lambda: candidates_markdown("mnist")
+    for dataset in ("mnist", "cifar10"):
+        sections[f"{dataset}-candidates"] = lambda d=dataset: candidates_markdown(d)
     sections["bench"] = bench_markdown
     return sections
 
