@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .datasets import dataset_info
 from .ladders import ladder
-from .runs import results_root
+from .runs import as_user_command, results_root
 from .train import first_reach
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
@@ -60,8 +60,7 @@ def summarize(dataset: str, root: Path | None = None) -> list[dict]:
 
 def display_command(command: str) -> str:
     """``.../tinycnn/__main__.py train ...`` (a ``python -m tinycnn`` run) shown as ``tinycnn train ...``."""
-    head, _, rest = command.partition(" ")
-    return f"tinycnn {rest}" if head.endswith("__main__.py") else command
+    return as_user_command(command.split(" ")) or command
 
 
 def _by_device(row: dict) -> tuple[str, str]:

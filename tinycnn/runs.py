@@ -66,9 +66,15 @@ def attach_teacher(phase: PhaseSpec, recipe):
     return replace(recipe, kd_teacher=str(path)), teacher
 
 
-def invoked_command() -> str | None:
-    """The command line as a user would retype it: ``tinycnn ...`` for both the console
-    script and ``python -m tinycnn``; None when called from Python (train() records argv)."""
-    if sys.argv[0].endswith("tinycnn") or sys.argv[0].endswith("__main__.py"):
-        return " ".join(["tinycnn", *sys.argv[1:]])
+def as_user_command(argv: list[str]) -> str | None:
+    """``argv`` as a user would retype it: ``tinycnn ...`` for both the console script and
+    ``python -m tinycnn`` (whose argv[0] is ``.../__main__.py``); None for anything else."""
+    if argv and (argv[0].endswith("tinycnn") or argv[0].endswith("__main__.py")):
+        return " ".join(["tinycnn", *argv[1:]])
     return None
+
+
+def invoked_command() -> str | None:
+    """This process's command line via ``as_user_command``; None when called from Python
+    (train() then records argv as it is)."""
+    return as_user_command(sys.argv)
