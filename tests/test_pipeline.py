@@ -103,3 +103,16 @@ def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| recipes/fast"))
     assert "87.00% ± 1.41%" in row  # val mean ± std of the two seeds; test accuracy is never shown
     assert "ep 2, 200 s, CPU 2 thr; not reached" in row  # first epoch >= 86.01%, not the best one
+
+
+def test_teacher_is_recorded_relative_to_the_repo_and_found_from_any_cwd(tmp_path, monkeypatch):
+    from tinycnn.recipe import load_recipe
+    from tinycnn.runs import REPO_ROOT, attach_teacher, resolve_teacher_path
+
+    monkeypatch.delenv("TINYCNN_RESULTS", raising=False)  # the committed ladder's `se` model teaches
+    monkeypatch.chdir(tmp_path)
+    final = get_phase("mnist", "final")
+    recipe, teacher = attach_teacher(final, load_recipe("mnist", "default", ["kd_teacher=se"]))
+    assert recipe.kd_teacher == "experiments/results/mnist/se/seed0/model.pt"
+    assert count_params(teacher) == count_params(build(get_phase("mnist", "se")))
+    assert resolve_teacher_path(final, recipe.kd_teacher) == REPO_ROOT / recipe.kd_teacher

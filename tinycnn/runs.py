@@ -42,7 +42,9 @@ def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = 
     elif kd_teacher in {p.name for p in ladder(phase.dataset)}:
         teacher_phase = get_phase(phase.dataset, kd_teacher)
     else:
-        return Path(kd_teacher)
+        path = Path(kd_teacher)
+        # A repository-relative path (as attach_teacher records it) works from any cwd.
+        return path if path.is_absolute() or path.exists() else REPO_ROOT / path
     path = run_dir_for(teacher_phase, 0, root) / "model.pt"
     if not path.exists():
         raise CheckpointError(f"kd_teacher={kd_teacher} needs {path}; train it first with "
@@ -63,7 +65,16 @@ def attach_teacher(phase: PhaseSpec, recipe):
     teacher = load_model(path)
     if teacher.spec.dataset != phase.dataset:
         raise CheckpointError(f"teacher {path} is a {teacher.spec.dataset} model; the student is {phase.dataset}")
-    return replace(recipe, kd_teacher=str(path)), teacher
+    return replace(recipe, kd_teacher=_portable(path)), teacher
+
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it, so a committed
+    metrics.json names its teacher the same way on every machine."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def as_user_command(argv: list[str]) -> str | None:
