@@ -75,12 +75,13 @@ def test_bench_markdown_renders_every_measurement(tmp_path):
 
     (tmp_path / "bench-cpu.json").write_text(json.dumps({
         "device": "cpu (x86_64, 2 threads)", "torch": "2.14.1", "threads": 2, "images_per_epoch": 2048,
-        "phases": {"mnist": {"plain": 900.0, "blur": 1400.0}},
+        "phases": {"mnist": {"plain": 900.0, "sep": 1200.0, "blur": 1400.0}, "cifar10": {"plain": 300.0, "blur": 500.0}},
         "augment": {"mnist": {"crop": {"tensor": 90000.0, "kornia": 20000.0}}},
         "final_train": {"mnist": {"no SAM": 1400.0, "SAM rho=0.05": 700.0}},
     }))
     md = bench_markdown(tmp_path)
-    assert "| mnist | 900 | 1,400 |" in md
+    assert "| dataset | plain | sep | blur |" in md
+    assert "| mnist | 900 | 1,200 | 1,400 |" in md and "| cifar10 | 300 |  | 500 |" in md  # no `sep` phase there
     assert "| mnist | crop | 90,000 | 20,000 |" in md
     assert "| mnist | 1,400 | 700 |" in md
 

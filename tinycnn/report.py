@@ -206,10 +206,12 @@ def readme_results_sections() -> dict:
 
 
 def _table_of_dicts(first_col: str, rows: dict[str, dict[str, float]]) -> list[str]:
-    """A Markdown table: one row per key of ``rows``, one column per inner key."""
-    cols = list(next(iter(rows.values())).keys())
+    """A Markdown table: one row per key of ``rows``, one column per inner key of any row
+    (the ladders differ: MNIST has a `sep` phase, CIFAR-10 not), blank where a row lacks it."""
+    cols = list(dict.fromkeys(c for row in rows.values() for c in row))
     lines = [f"| {first_col} | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {name} | " + " | ".join(f"{row[c]:,.0f}" for c in cols) + " |" for name, row in rows.items()]
+    lines += [f"| {name} | " + " | ".join(f"{row[c]:,.0f}" if c in row else "" for c in cols) + " |"
+              for name, row in rows.items()]
     return lines
 
 
