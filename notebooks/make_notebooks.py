@@ -71,7 +71,7 @@ for i, (name, cfg) in enumerate(rows.items()):
         axes[i, j].imshow(xa[j].permute(1, 2, 0).clamp(0, 1)); axes[i, j].axis("off")
         axes[i, j].set_title(f"{t[j].max():.2f} {cifar.info.classes[int(t[j].argmax())]}", fontsize=7)
     axes[i, 0].text(-4, 16, name, ha="right", va="center")"""),
-        ("md", "A short MNIST run of the final phase (1,497 parameters), with training curves."),
+        ("md", "A short MNIST run of the final phase (≤ 1,500 parameters), with training curves."),
         ("code", """from tinycnn.data import Splits, load_splits
 from tinycnn.train import train
 import tempfile

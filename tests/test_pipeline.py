@@ -39,7 +39,7 @@ def test_ladder_then_report_and_figures(results):
     run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["se", "blur"], log=lambda s: None)
     rows = summarize("mnist")
     assert [r["phase"] for r in rows] == ["se", "blur"]
-    assert rows[1]["seeds"] == [0, 1] and rows[1]["std"] >= 0
+    assert rows[0]["seeds"] == [0] and rows[1]["seeds"] == [0, 1] and rows[1]["std"] >= 0  # the final: 2 seeds
     assert (results / "mnist/blur/seed1/model.pt").exists()
     md = results_markdown("mnist")
     assert "`blur`" in md and "2 seeds" in md and "tinycnn train mnist --phase blur" in md
@@ -52,6 +52,11 @@ def test_ladder_then_report_and_figures(results):
     before = (results / "mnist/blur/seed0/metrics.json").stat().st_mtime
     run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=1, phases=["blur"], log=lambda s: None)
     assert (results / "mnist/blur/seed0/metrics.json").stat().st_mtime == before
+    # ... but never a finished run of another architecture
+    from tinycnn.pipeline import run_or_reuse
+    from tinycnn.recipe import load_recipe
+    with pytest.raises(CheckpointError, match="holds a finished run of `conv_k3_c8"):
+        run_or_reuse(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY), results / "mnist/blur/seed0")
 
     # the KD step of the ablation finds the ladder's `se` model as its teacher
     out = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["plain", "blurpool", "kd"], log=lambda s: None)
@@ -63,7 +68,6 @@ def test_ladder_then_report_and_figures(results):
     assert "ablation.png" in {p.name for p in write_figures("mnist")}
 
     # a teacher can also be named by its ladder phase
-    from tinycnn.ladders import get_phase
     from tinycnn.runs import resolve_teacher_path
     assert resolve_teacher_path(get_phase("mnist", "final"), "se") == results / "mnist/se/seed0/model.pt"
     with pytest.raises(CheckpointError, match="tinycnn train mnist --phase dw"):
@@ -95,15 +99,20 @@ def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
         (d / "model.pt").write_bytes(b"x")
         history = [{"epoch": i + 1, "val_acc": v, "train_time_s": 100.0 * (i + 1)} for i, v in enumerate(val_curve)]
         (d / "metrics.json").write_text(json.dumps({
-            "params": 1000, "recipe": {"epochs": len(val_curve), "batch_size": 128}, "val_accuracy": val_curve[-1],
+            "params": 1000, "arch": "conv_k3_c8 gap", "recipe": {"epochs": len(val_curve), "batch_size": 128},
+            "val_accuracy": val_curve[-1],
             "history": history, "device": device, "command": "tinycnn train cifar10 --recipe fast"}))
 
     write_run("recipes/fast/seed0", [0.80, 0.861, 0.85, 0.88], "cpu (x86_64, 2 threads)")
     write_run("recipes/fast/seed1", [0.80, 0.85, 0.86], "NVIDIA H100 80GB HBM3")
+    write_run("search/wide/seed0", [0.87], "cpu (x86_64, 1 threads)")
+    write_run("search/wide/seed1", [0.85], "cpu (x86_64, 1 threads)")
     md = candidates_markdown("cifar10", tmp_path)
     row = next(line for line in md.splitlines() if line.startswith("| recipes/fast"))
     assert "87.00% ± 1.41%" in row  # val mean ± std of the two seeds; test accuracy is never shown
     assert "ep 2, 200 s, CPU 2 thr; not reached" in row  # first epoch >= 86.01%, not the best one
+    wide = next(line for line in md.splitlines() if line.startswith("| search/wide"))
+    assert "86.00% ± 1.41%" in wide and "| 2 |" in wide  # an architecture candidate with two seeds
 
 
 def test_teacher_is_recorded_relative_to_the_repo_and_found_from_any_cwd(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .datasets import dataset_info
+from .errors import CheckpointError
 from .ladders import get_phase, ladder
 from .recipe import Recipe, load_recipe
 from .runs import attach_teacher, invoked_command, results_root, run_dir_for
@@ -22,7 +23,13 @@ from .train import device_description, resolve_device, train
 def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=None, quiet=True,
                  command: str = "", recipe_name: str = "", data_dir=None, device="auto") -> dict:
     if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists():
-        return json.loads((run_dir / "metrics.json").read_text())
+        m = json.loads((run_dir / "metrics.json").read_text())
+        # A finished run is reused only for the architecture it trained: after a ladder or
+        # an ablation step changes, an old run must not stand in for the new one.
+        if m.get("arch") != phase.arch:
+            raise CheckpointError(f"{run_dir} holds a finished run of `{m.get('arch')}`, not of {phase.name!r} "
+                                  f"(`{phase.arch}`); move it away or delete it to train the new one")
+        return m
     resume = (run_dir / "checkpoint.pt").exists()
     return train(phase, recipe, run_dir, teacher=teacher, resume=resume, quiet=quiet, command=command,
                  recipe_name=recipe_name, data_dir=data_dir, device=device)
@@ -95,12 +102,13 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
     base_dir = results_root() / info.name / "ablation"
     rows = []
     for step, adds, spec, changes in ablation_steps(info.name):
-        if steps and step not in steps:
-            continue
+        run_dir = base_dir / step
+        finished = (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists()
+        if steps and step not in steps and not finished:
+            continue  # not asked for and never run; finished steps stay in ablation.json
         overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
         recipe = load_recipe(info.name, "plain", overrides)
         recipe, teacher = attach_teacher(spec, recipe)  # the ladder's trained previous phase teaches
-        run_dir = base_dir / step
         log(f"ablation {info.name} step {step}: +{adds}")
         m = run_or_reuse(spec, recipe, run_dir, teacher=teacher, quiet=quiet, recipe_name="plain",
                          command=f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),

@@ -52,15 +52,20 @@ def summarize(dataset: str, root: Path | None = None) -> list[dict]:
             "device": first["device"], "recipe": first.get("recipe_name", ""), "weights": first["final_weights"],
             "devices": [m["device"] for m in ms], "train_times_s": [m["train_time_s"] for m in ms],
             "time_to_paper_val": [first_reach(m["history"], target) for m in ms],
-            "command": display_command(first.get("command", "")),
-            "commands": [display_command(m.get("command", "")) for m in ms], "run_dirs": [m["run_dir"] for m in ms],
+            "command": display_command(first.get("command", ""), phase.name),
+            "commands": [display_command(m.get("command", ""), phase.name) for m in ms], "run_dirs": [m["run_dir"] for m in ms],
         })
     return rows
 
 
-def display_command(command: str) -> str:
-    """``.../tinycnn/__main__.py train ...`` (a ``python -m tinycnn`` run) shown as ``tinycnn train ...``."""
-    return as_user_command(command.split(" ")) or command
+def display_command(command: str, phase: str = "") -> str:
+    """A recorded command as it reproduces the run today: ``.../tinycnn/__main__.py`` (a
+    ``python -m tinycnn`` run) becomes ``tinycnn``, and ``--phase final`` names the phase it
+    meant then (``phase``), since a later final phase takes the alias over."""
+    command = as_user_command(command.split(" ")) or command
+    if phase and phase != "custom":
+        command = command.replace("--phase final", f"--phase {phase}")
+    return command
 
 
 def _by_device(row: dict) -> tuple[str, str]:
@@ -144,7 +149,8 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
 def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     """The runs a choice was made from, by *validation* accuracy only (test is in their files).
 
-    Single runs sit in ``<dataset>/search/<name>/``; recipe candidates for the final phase
+    Architecture candidates sit in ``<dataset>/search/<name>/`` (one run) or
+    ``<dataset>/search/<name>/seed<k>/`` (several seeds); recipe candidates for the final phase
     in ``<dataset>/recipes/<recipe>/seed<k>/``. The final phase's own seeds are listed too,
     as the incumbent they were compared with.
     """
@@ -152,14 +158,25 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     groups: dict[str, list[dict]] = {}
     for path in sorted(base.glob("search/*/metrics.json")):
         groups[f"search/{path.parent.name}"] = [json.loads(path.read_text())]
+    for path in sorted(base.glob("search/*/seed*/metrics.json")):  # a candidate with several seeds
+        if (path.parent / "model.pt").exists():
+            groups.setdefault(f"search/{path.parent.parent.name}", []).append(json.loads(path.read_text()))
+    recipe_runs = [path for path in sorted(base.glob("recipes/*/seed*/metrics.json"))
+                   if (path.parent / "model.pt").exists()]
+    recipe_runs = [(path, json.loads(path.read_text())) for path in recipe_runs]
     final = ladder(dataset)[-1].name
-    for pattern, label in ((f"{final}/seed*/metrics.json", f"{final} (final, default recipe)"),
-                           ("recipes/*/seed*/metrics.json", None)):
-        for path in sorted(base.glob(pattern)):
-            if not (path.parent / "model.pt").exists():
-                continue
-            key = label or f"recipes/{path.parent.parent.name}"
-            groups.setdefault(key, []).append(json.loads(path.read_text()))
+    # The ladder runs the recipes were compared with: the final's, and those of any phase
+    # a recipe candidate trained (an earlier final).
+    compared = {final} | {m.get("phase") for _, m in recipe_runs}
+    for phase in ladder(dataset):
+        if phase.name not in compared:
+            continue
+        label = f"{phase.name} ({'final' if phase.name == final else 'ladder'} phase, default recipe)"
+        for path in sorted(base.glob(f"{phase.name}/seed*/metrics.json")):
+            if (path.parent / "model.pt").exists():
+                groups.setdefault(label, []).append(json.loads(path.read_text()))
+    for path, m in recipe_runs:
+        groups.setdefault(f"recipes/{path.parent.parent.name}", []).append(m)
     if not groups:
         return f"_No {dataset} candidate runs committed._"
     target = PAPER[dataset_info(dataset).name][1]
@@ -170,7 +187,7 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
         m = ms[0]
         vals = [x["val_accuracy"] for x in ms]
         val = f"{statistics.fmean(vals):.2%}" + (f" ± {statistics.stdev(vals):.2%}" if len(vals) > 1 else "")
-        what = f"`{m['arch']}`" if key.startswith("search/") else f"`{display_command(m.get('command', ''))}`"
+        what = f"`{m['arch']}`" if key.startswith("search/") else f"`{display_command(m.get('command', ''), m.get('phase', ''))}`"
         lines.append(f"| {key} | {m['params']:,} | {m['recipe']['epochs']} | {m['recipe']['batch_size']} | "
                      f"{val} | {len(ms)} | {_first_reach_cell(ms, target)} | {what} |")
     return "\n".join(lines)
