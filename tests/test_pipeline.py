@@ -45,6 +45,7 @@ def test_ladder_then_report_and_figures(results):
     assert "`blur`" in md and "2 seeds" in md and "tinycnn train mnist --phase blur" in md
     report = write_report("mnist")
     assert report.exists() and json.loads(report.with_suffix(".json").read_text())[0]["phase"] == "se"
+    assert "## Candidates and time to accuracy" in report.read_text() and "blur (final phase" in report.read_text()
     figs = {p.name for p in write_figures("mnist")}
     assert {"params_per_phase.png", "accuracy_vs_params.png", "confusion_final.png"} <= figs
 

@@ -141,7 +141,8 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
     rows = summarize(dataset, root)
     (base / "report.json").write_text(json.dumps(rows, indent=2))
     md = [f"# {dataset} ladder report", "", results_markdown(dataset, root), "",
-          "## Ablation", "", ablation_markdown(dataset, root), ""]
+          "## Ablation", "", ablation_markdown(dataset, root), "",
+          "## Candidates and time to accuracy (validation split)", "", candidates_markdown(dataset, root), ""]
     (base / "report.md").write_text("\n".join(md))
     return base / "report.md"
 
