@@ -15,14 +15,14 @@ from .datasets import dataset_info
 from .errors import CheckpointError
 from .ladders import get_phase, ladder
 from .recipe import Recipe, load_recipe
-from .runs import attach_teacher, invoked_command, results_root, run_dir_for
+from .runs import attach_teacher, invoked_command, is_finished, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
 from .train import device_description, resolve_device, train
 
 
 def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=None, quiet=True,
                  command: str = "", recipe_name: str = "", data_dir=None, device="auto") -> dict:
-    if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists():
+    if is_finished(run_dir):
         m = json.loads((run_dir / "metrics.json").read_text())
         # A finished run is reused only for the architecture it trained: after a ladder or
         # an ablation step changes, an old run must not stand in for the new one.
@@ -103,8 +103,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
     rows = []
     for step, adds, spec, changes in ablation_steps(info.name):
         run_dir = base_dir / step
-        finished = (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists()
-        if steps and step not in steps and not finished:
+        if steps and step not in steps and not is_finished(run_dir):
             continue  # not asked for and never run; finished steps stay in ablation.json
         overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
         recipe = load_recipe(info.name, "plain", overrides)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .datasets import dataset_info
 from .ladders import ladder
-from .runs import as_user_command, results_root
+from .runs import as_user_command, is_finished, results_root
 from .train import first_reach
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
@@ -24,10 +24,7 @@ def load_runs(dataset: str, root: Path | None = None) -> dict[str, list[dict]]:
     root = (root or results_root()) / dataset_info(dataset).name
     runs: dict[str, list[dict]] = {}
     for phase in ladder(dataset):
-        for path in sorted((root / phase.name).glob("seed*/metrics.json")):
-            if not (path.parent / "model.pt").exists():
-                continue  # a number without its model cannot be checked
-            m = json.loads(path.read_text())
+        for path, m in _finished_runs(root, f"{phase.name}/seed*/metrics.json"):
             m["run_dir"] = str(path.parent)
             runs.setdefault(phase.name, []).append(m)
     return runs
@@ -157,14 +154,11 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     """
     base = (root or results_root()) / dataset_info(dataset).name
     groups: dict[str, list[dict]] = {}
-    for path in sorted(base.glob("search/*/metrics.json")):
-        groups[f"search/{path.parent.name}"] = [json.loads(path.read_text())]
-    for path in sorted(base.glob("search/*/seed*/metrics.json")):  # a candidate with several seeds
-        if (path.parent / "model.pt").exists():
-            groups.setdefault(f"search/{path.parent.parent.name}", []).append(json.loads(path.read_text()))
-    recipe_runs = [path for path in sorted(base.glob("recipes/*/seed*/metrics.json"))
-                   if (path.parent / "model.pt").exists()]
-    recipe_runs = [(path, json.loads(path.read_text())) for path in recipe_runs]
+    for path, m in _finished_runs(base, "search/*/metrics.json"):
+        groups[f"search/{path.parent.name}"] = [m]
+    for path, m in _finished_runs(base, "search/*/seed*/metrics.json"):  # a candidate with several seeds
+        groups.setdefault(f"search/{path.parent.parent.name}", []).append(m)
+    recipe_runs = _finished_runs(base, "recipes/*/seed*/metrics.json")
     final = ladder(dataset)[-1].name
     # The ladder runs the recipes were compared with: the final's, and those of any phase
     # a recipe candidate trained (an earlier final).
@@ -173,9 +167,8 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
         if phase.name not in compared:
             continue
         label = f"{phase.name} ({'final' if phase.name == final else 'ladder'} phase, default recipe)"
-        for path in sorted(base.glob(f"{phase.name}/seed*/metrics.json")):
-            if (path.parent / "model.pt").exists():
-                groups.setdefault(label, []).append(json.loads(path.read_text()))
+        for _, m in _finished_runs(base, f"{phase.name}/seed*/metrics.json"):
+            groups.setdefault(label, []).append(m)
     for path, m in recipe_runs:
         groups.setdefault(f"recipes/{path.parent.parent.name}", []).append(m)
     if not groups:
@@ -192,6 +185,11 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
         lines.append(f"| {key} | {m['params']:,} | {m['recipe']['epochs']} | {m['recipe']['batch_size']} | "
                      f"{val} | {len(ms)} | {_first_reach_cell(ms, target)} | {what} |")
     return "\n".join(lines)
+
+
+def _finished_runs(base: Path, pattern: str) -> list[tuple[Path, dict]]:
+    """(metrics path, metrics) of every finished run matching ``pattern`` under ``base``."""
+    return [(path, json.loads(path.read_text())) for path in sorted(base.glob(pattern)) if is_finished(path.parent)]
 
 
 def _first_reach_cell(runs: list[dict], target: float) -> str:

@@ -29,6 +29,12 @@ def run_dir_for(phase: PhaseSpec, seed: int, root: Path | None = None, tag: str 
     return (root or results_root()) / phase.dataset / name / f"seed{seed}"
 
 
+def is_finished(run_dir: Path) -> bool:
+    """A run counts as finished when its metrics sit beside its model file: a number without
+    its model cannot be checked, a model without metrics was cut off."""
+    return (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists()
+
+
 def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = None) -> Path | None:
     """``""`` -> no teacher; ``"previous"`` or a phase name of the same ladder -> that phase's
     seed-0 model; else a path to a model file."""
