@@ -109,7 +109,10 @@ def _add_training_commands(sub) -> None:
     p.add_argument("model", help="path to a model.pt written by tinycnn")
     p.add_argument("--dataset", default=None, help="default: the dataset the model was built for")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--val-size", type=int, default=5000, help="size of the validation split (as in training)")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="size of the validation split; default: the model's metrics.json recipe, else 5000")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed that drew the validation split; default: the model's metrics.json recipe, else 0")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images (CIFAR-10)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
@@ -220,6 +223,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_split(args: argparse.Namespace) -> tuple[int, int]:
+    """The (val_size, split_seed) the model was trained with, so `--split val` never scores
+    images the model was fitted on: explicit flags win, then the run's metrics.json."""
+    recipe = {}
+    metrics_path = Path(args.model).with_name("metrics.json")
+    if metrics_path.exists():
+        try:
+            recipe = json.loads(metrics_path.read_text()).get("recipe", {})
+        except (OSError, json.JSONDecodeError):
+            recipe = {}
+    val_size = args.val_size if args.val_size is not None else int(recipe.get("val_size", 5000))
+    split_seed = args.split_seed if args.split_seed is not None else int(recipe.get("split_seed", 0))
+    return val_size, split_seed
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import load_splits
@@ -232,7 +250,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     info = dataset_info(dataset)
     if info.name != model.spec.dataset:
         raise SpecError(f"{args.model} was trained on {model.spec.dataset}; it cannot be evaluated on {info.name}")
-    splits = load_splits(dataset, args.val_size, args.data_dir)
+    val_size, split_seed = _training_split(args)
+    splits = load_splits(dataset, val_size, args.data_dir, split_seed=split_seed)
     split = splits.test if args.split == "test" else splits.val
     model = model.to(resolve_device(args.device))
     result = evaluate(model, split, info.num_classes, tta=args.tta)

@@ -77,6 +77,7 @@ class Recipe:
     eval_batch_size: int = 2000
     # --- data and reproducibility
     val_size: int = 5000
+    split_seed: int = 0  # which random val_size images are held out; another seed = an independent val split
     train_subset: int = 0  # > 0: train on the first N training images (tests, smoke runs)
     seed: int = 0
 

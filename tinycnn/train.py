@@ -194,7 +194,7 @@ def train(
 
     torch.manual_seed(recipe.seed)
     if splits is None:
-        splits = load_splits(spec.dataset, recipe.val_size, data_dir)
+        splits = load_splits(spec.dataset, recipe.val_size, data_dir, split_seed=recipe.split_seed)
     train_split = splits.train.subset(recipe.train_subset) if recipe.train_subset else splits.train
     train_split, val_split = train_split.to(device), splits.val.to(device)
     n = len(train_split)
