@@ -60,7 +60,8 @@ def test_bad_input_is_one_clear_line(args, message):
 @pytest.mark.slow
 def test_train_then_eval(tmp_path, real_data_dir):
     out = tmp_path / "run"
-    r = run("train", "mnist", "--recipe", "smoke", "--out", str(out), "--quiet", "--set", "val_size=500")
+    r = run("train", "mnist", "--recipe", "smoke", "--out", str(out), "--quiet",
+            "--set", "val_size=500", "--set", "split_seed=3")
     assert r.returncode == 0, r.stderr
     assert (out / "model.pt").exists() and (out / "metrics.json").exists() and (out / "train.log").exists()
     again = run("train", "mnist", "--recipe", "smoke", "--out", str(out), "--quiet")
@@ -70,4 +71,9 @@ def test_train_then_eval(tmp_path, real_data_dir):
     result = json.loads(r.stdout)
     assert result["n"] == 10000 and len(result["confusion"]) == 10
     assert sum(map(sum, result["confusion"])) == 10000
+    # --split val scores the run's own held-out images (val_size 500, split_seed 3 from its
+    # metrics.json), not the default 5,000 of split_seed 0, most of which it trained on.
+    val = json.loads(run("eval", str(out / "model.pt"), "--split", "val", "--json").stdout)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert val["n"] == 500 and val["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
     assert run("eval", str(out / "model.pt"), "--dataset", "cifar10").returncode == 2
