@@ -6,7 +6,7 @@ import pytest
 from tinycnn.errors import CheckpointError
 from tinycnn import build, count_params, get_phase
 from tinycnn.figures import write_figures
-from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool
+from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool, without_se_and_blur
 from tinycnn.report import results_markdown, summarize, write_report
 
 TINY = ["epochs=1", "train_subset=256", "val_size=200", "batch_size=64"]
@@ -34,38 +34,48 @@ def test_ablation_steps_are_cumulative_and_end_at_the_final():
     assert steps[0][2] == get_phase("cifar10", "slim") and steps[-1][2] == get_phase("cifar10", "final")
 
 
+def test_mnist_ablation_starts_from_its_final_without_se_and_blur():
+    final = get_phase("mnist", "final")
+    steps = {name: spec for name, _, spec, _ in ablation_steps("mnist")}
+    base = without_se_and_blur(final)
+    assert steps["plain"] == base and "_se" not in base.arch and "blur" not in base.arch.split()
+    # BlurPool then SE turn the base back into the final, so each step adds only its technique
+    assert steps["blurpool"].arch == final.arch.replace("_se2", "") and steps["se"] == final
+    assert count_params(build(steps["blurpool"])) == count_params(build(base)) < count_params(build(final))
+
+
 @pytest.mark.slow
 def test_ladder_then_report_and_figures(results):
-    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["se", "blur"], log=lambda s: None)
+    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["blur", "deep"], log=lambda s: None)
     rows = summarize("mnist")
-    assert [r["phase"] for r in rows] == ["se", "blur"]
+    assert [r["phase"] for r in rows] == ["blur", "deep"]
     assert rows[0]["seeds"] == [0] and rows[1]["seeds"] == [0, 1] and rows[1]["std"] >= 0  # the final: 2 seeds
-    assert (results / "mnist/blur/seed1/model.pt").exists()
+    assert (results / "mnist/deep/seed1/model.pt").exists()
     md = results_markdown("mnist")
-    assert "`blur`" in md and "2 seeds" in md and "tinycnn train mnist --phase blur" in md
+    assert "`deep`" in md and "2 seeds" in md and "tinycnn train mnist --phase deep" in md
     report = write_report("mnist")
-    assert report.exists() and json.loads(report.with_suffix(".json").read_text())[0]["phase"] == "se"
-    assert "## Candidates and time to accuracy" in report.read_text() and "blur (final phase" in report.read_text()
+    assert report.exists() and json.loads(report.with_suffix(".json").read_text())[0]["phase"] == "blur"
+    assert "## Candidates and time to accuracy" in report.read_text() and "deep (final phase" in report.read_text()
     figs = {p.name for p in write_figures("mnist")}
     assert {"params_per_phase.png", "accuracy_vs_params.png", "confusion_final.png"} <= figs
 
     # re-running reuses finished runs instead of training again
-    before = (results / "mnist/blur/seed0/metrics.json").stat().st_mtime
-    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=1, phases=["blur"], log=lambda s: None)
-    assert (results / "mnist/blur/seed0/metrics.json").stat().st_mtime == before
+    before = (results / "mnist/deep/seed0/metrics.json").stat().st_mtime
+    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=1, phases=["deep"], log=lambda s: None)
+    assert (results / "mnist/deep/seed0/metrics.json").stat().st_mtime == before
     # ... but never a finished run of another architecture
     from tinycnn.pipeline import run_or_reuse
     from tinycnn.recipe import load_recipe
     with pytest.raises(CheckpointError, match="holds a finished run of `conv_k3_c8"):
-        run_or_reuse(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY), results / "mnist/blur/seed0")
+        run_or_reuse(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY), results / "mnist/deep/seed0")
 
-    # the KD step of the ablation finds the ladder's `se` model as its teacher
+    # the KD step of the ablation finds the ladder's `blur` model (the phase before the final) as its teacher
     out = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["plain", "blurpool", "kd"], log=lambda s: None)
     assert [s["step"] for s in out["steps"]] == ["plain", "blurpool", "kd"]
     saved = json.loads((results / "mnist/ablation.json").read_text())
     assert saved["steps"][2]["overrides"][-len(TINY[1:]):] == TINY[1:]
     kd_metrics = json.loads((results / "mnist/ablation/kd/metrics.json").read_text())
-    assert kd_metrics["teacher"].endswith("mnist/se/seed0/model.pt")
+    assert kd_metrics["teacher"].endswith("mnist/blur/seed0/model.pt")
     assert "ablation.png" in {p.name for p in write_figures("mnist")}
 
     # a teacher can also be named by its ladder phase

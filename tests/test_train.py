@@ -38,7 +38,7 @@ def test_final_phase_learns_and_writes_a_loadable_run(small, tmp_path):
     for key in ("dataset", "phase", "params", "macs", "recipe", "seed", "history", "test_accuracy",
                 "wall_time_s", "device", "torch_version", "git_commit", "command"):
         assert key in saved
-    assert saved["params"] == 1497 and len(saved["history"]) == 4
+    assert saved["params"] == 1473 and len(saved["history"]) == 4
     assert {"train_loss", "train_acc", "val_acc", "lr", "images_per_s"} <= set(saved["history"][0])
     assert not (tmp_path / "checkpoint.pt").exists()
     model = load_model(tmp_path / "model.pt")

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .datasets import dataset_info
 from .errors import CheckpointError
-from .ladders import get_phase, ladder
+from .ladders import get_phase, ladder, previous_phase
 from .recipe import Recipe, load_recipe
 from .runs import attach_teacher, invoked_command, is_finished, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
@@ -65,27 +65,38 @@ def with_blurpool(spec: PhaseSpec) -> PhaseSpec:
     return replace(spec, name=f"{spec.name}+blur", blocks=blocks, change="max-pools become BlurPool")
 
 
+def without_se_and_blur(spec: PhaseSpec) -> PhaseSpec:
+    """``spec`` with squeeze-excite removed and BlurPool back to max-pool: where the ablation
+    of a final architecture starts, so that SE and BlurPool are measured as steps."""
+    blocks = tuple(BlockSpec("max") if b.kind == "blur" else replace(b, se=0) for b in spec.blocks)
+    return replace(spec, name=f"{spec.name}-se-blur", blocks=blocks, change="no SE, max-pools")
+
+
 def ablation_steps(dataset: str) -> list[tuple[str, str, PhaseSpec, list[str]]]:
     """(step, what it adds, architecture, cumulative recipe overrides on the `plain` recipe).
 
-    The architecture starts at the ladder's ``slim`` phase (no SE, max-pools) and ends at
+    The architecture starts as the final phase without SE and with max-pools, and ends at
     the final phase, so SE and BlurPool are measured as steps like the training tricks.
+    CIFAR-10's `se` phase also narrowed its depthwise blocks to pay for SE; its ablation
+    starts from the wider `slim` phase, as it was run.
     """
-    slim, se_phase, final = get_phase(dataset, "slim"), get_phase(dataset, "se"), get_phase(dataset, "final")
+    final = get_phase(dataset, "final")
     is_cifar = dataset_info(dataset).name == "cifar10"
+    base = get_phase(dataset, "slim") if is_cifar else without_se_and_blur(final)
+    teacher = previous_phase(final)
     aug = ["crop_pad=4", "flip=true"] if is_cifar else ["crop_pad=2"]
     steps = [
-        ("plain", "constant lr, no tricks (`plain` recipe)", slim, []),
-        ("clr", "one-cycle cyclical lr + no-bias-decay", slim, ["schedule=onecycle", "no_bias_decay=true"]),
-        ("crop", "random crop" + (" + flip" if is_cifar else ""), slim, aug),
-        ("ls", "label smoothing 0.1", slim, ["label_smoothing=0.1"]),
-        ("cutout", "Cutout " + ("8 px" if is_cifar else "6 px"), slim, ["cutout=8" if is_cifar else "cutout=6"]),
-        ("mixup", "Mixup alpha 0.2", slim, ["mixup_alpha=0.2"]),
-        ("blurpool", "BlurPool instead of max-pool", with_blurpool(slim), []),
+        ("plain", "constant lr, no tricks (`plain` recipe)", base, []),
+        ("clr", "one-cycle cyclical lr + no-bias-decay", base, ["schedule=onecycle", "no_bias_decay=true"]),
+        ("crop", "random crop" + (" + flip" if is_cifar else ""), base, aug),
+        ("ls", "label smoothing 0.1", base, ["label_smoothing=0.1"]),
+        ("cutout", "Cutout " + ("8 px" if is_cifar else "6 px"), base, ["cutout=8" if is_cifar else "cutout=6"]),
+        ("mixup", "Mixup alpha 0.2", base, ["mixup_alpha=0.2"]),
+        ("blurpool", "BlurPool instead of max-pool", with_blurpool(base), []),
         ("se", "squeeze-excite (the final architecture)", final, []),
         ("swa", "SWA over the last 25% of epochs", final, ["swa=true", "swa_start=0.75"]),
         ("sam", "SAM rho 0.05", final, ["sam_rho=0.05"]),
-        ("kd", f"distillation from the `{se_phase.name}` phase's model", final, ["kd_teacher=previous"]),
+        ("kd", f"distillation from the `{teacher.name}` phase's model", final, ["kd_teacher=previous"]),
     ]
     out, acc = [], []
     for step, adds, spec, changes in steps:
