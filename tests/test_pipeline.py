@@ -80,7 +80,7 @@ def test_ladder_then_report_and_figures(results):
 
     # a teacher can also be named by its ladder phase
     from tinycnn.runs import resolve_teacher_path
-    assert resolve_teacher_path(get_phase("mnist", "final"), "se") == results / "mnist/se/seed0/model.pt"
+    assert resolve_teacher_path(get_phase("mnist", "final"), "blur") == results / "mnist/blur/seed0/model.pt"
     with pytest.raises(CheckpointError, match="tinycnn train mnist --phase dw"):
         resolve_teacher_path(get_phase("mnist", "final"), "dw")
 
