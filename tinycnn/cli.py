@@ -110,9 +110,9 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--dataset", default=None, help="default: the dataset the model was built for")
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--val-size", type=int, default=None,
-                   help="size of the validation split; default: the model's metrics.json recipe, else 5000")
+                   help="size of the validation split; default: the model's metrics.json recipe")
     p.add_argument("--split-seed", type=int, default=None,
-                   help="seed that drew the validation split; default: the model's metrics.json recipe, else 0")
+                   help="seed that drew the validation split; default: the model's metrics.json recipe")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images (CIFAR-10)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
@@ -225,16 +225,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _training_split(args: argparse.Namespace) -> tuple[int, int]:
     """The (val_size, split_seed) the model was trained with, so `--split val` never scores
-    images the model was fitted on: explicit flags win, then the run's metrics.json."""
-    recipe = {}
+    images the model was fitted on: explicit flags win, then the run's metrics.json recipe,
+    then the Recipe defaults."""
+    from .recipe import Recipe
+
+    recipe = Recipe()
     metrics_path = Path(args.model).with_name("metrics.json")
     if metrics_path.exists():
         try:
-            recipe = json.loads(metrics_path.read_text()).get("recipe", {})
-        except (OSError, json.JSONDecodeError):
-            recipe = {}
-    val_size = args.val_size if args.val_size is not None else int(recipe.get("val_size", 5000))
-    split_seed = args.split_seed if args.split_seed is not None else int(recipe.get("split_seed", 0))
+            recipe = Recipe.from_dict(json.loads(metrics_path.read_text()).get("recipe", {}))
+        except (OSError, json.JSONDecodeError, TinyCNNError):
+            pass  # unreadable beside-file: the defaults, as for a model file on its own
+    val_size = args.val_size if args.val_size is not None else recipe.val_size
+    split_seed = args.split_seed if args.split_seed is not None else recipe.split_seed
     return val_size, split_seed
 
 
