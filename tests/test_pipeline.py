@@ -1,5 +1,6 @@
 """Ladder, ablation and report on tiny settings, in a temporary results folder."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from tinycnn.figures import write_figures
 from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool, without_se_and_blur
 from tinycnn.report import results_markdown, summarize, write_report
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["epochs=1", "train_subset=256", "val_size=200", "batch_size=64"]
 
 
@@ -42,6 +44,19 @@ def test_mnist_ablation_starts_from_its_final_without_se_and_blur():
     # BlurPool then SE turn the base back into the final, so each step adds only its technique
     assert steps["blurpool"].arch == final.arch.replace("_se2", "") and steps["se"] == final
     assert count_params(build(steps["blurpool"])) == count_params(build(base)) < count_params(build(final))
+
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_committed_ablation_matches_the_declared_plan(dataset):
+    """The README's ablation numbers must come from the steps the code declares today."""
+    saved = json.loads((REPO / "experiments/results" / dataset / "ablation.json").read_text())
+    declared = ablation_steps(dataset)
+    assert [r["step"] for r in saved["steps"]] == [name for name, *_ in declared]
+    for row, (name, adds, spec, changes) in zip(saved["steps"], declared):
+        assert row["arch"] == spec.arch, name
+        assert row["adds"] == adds, name
+        assert row["overrides"][:len(changes)] == changes, name
 
 
 @pytest.mark.slow

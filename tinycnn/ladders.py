@@ -7,6 +7,8 @@ phases may be over, and `tinycnn phases` says by how much.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .datasets import dataset_info
 from .errors import SpecError
 from .spec import PhaseSpec
@@ -51,6 +53,29 @@ LADDERS: dict[str, tuple[PhaseSpec, ...]] = {
     dataset: tuple(PhaseSpec.from_arch(name, dataset, arch, change) for name, change, arch in rows)
     for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
 }
+
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """Where a dataset's one-technique-at-a-time ablation starts, and how strong its
+    augmentation steps are: declared beside the ladder it ablates, not branched on in code."""
+    start_phase: str | None  # a phase of the ladder; None: the final without SE, with max-pools
+    crop_pad: int
+    flip: bool
+    cutout: int
+
+
+ABLATIONS: dict[str, AblationPlan] = {
+    "mnist": AblationPlan(start_phase=None, crop_pad=2, flip=False, cutout=6),
+    # CIFAR-10's `se` phase also narrowed its depthwise blocks to pay for SE, so removing SE
+    # from the final would not give the architecture that SE was added to: start from `slim`.
+    "cifar10": AblationPlan(start_phase="slim", crop_pad=4, flip=True, cutout=8),
+}
+
+
+def ablation_plan(dataset: str) -> AblationPlan:
+    return ABLATIONS[dataset_info(dataset).name]
 
 
 def ladder(dataset: str) -> tuple[PhaseSpec, ...]:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .datasets import dataset_info
 from .errors import CheckpointError
-from .ladders import get_phase, ladder, previous_phase
+from .ladders import ablation_plan, get_phase, ladder, previous_phase
 from .recipe import Recipe, load_recipe
 from .runs import attach_teacher, invoked_command, is_finished, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
@@ -75,22 +75,21 @@ def without_se_and_blur(spec: PhaseSpec) -> PhaseSpec:
 def ablation_steps(dataset: str) -> list[tuple[str, str, PhaseSpec, list[str]]]:
     """(step, what it adds, architecture, cumulative recipe overrides on the `plain` recipe).
 
-    The architecture starts as the final phase without SE and with max-pools, and ends at
-    the final phase, so SE and BlurPool are measured as steps like the training tricks.
-    CIFAR-10's `se` phase also narrowed its depthwise blocks to pay for SE; its ablation
-    starts from the wider `slim` phase, as it was run.
+    The architecture starts where the dataset's `AblationPlan` says (by default the final
+    phase without SE and with max-pools) and ends at the final phase, so SE and BlurPool
+    are measured as steps like the training tricks.
     """
     final = get_phase(dataset, "final")
-    is_cifar = dataset_info(dataset).name == "cifar10"
-    base = get_phase(dataset, "slim") if is_cifar else without_se_and_blur(final)
+    plan = ablation_plan(dataset)
+    base = get_phase(dataset, plan.start_phase) if plan.start_phase else without_se_and_blur(final)
     teacher = previous_phase(final)
-    aug = ["crop_pad=4", "flip=true"] if is_cifar else ["crop_pad=2"]
+    aug = [f"crop_pad={plan.crop_pad}"] + (["flip=true"] if plan.flip else [])
     steps = [
         ("plain", "constant lr, no tricks (`plain` recipe)", base, []),
         ("clr", "one-cycle cyclical lr + no-bias-decay", base, ["schedule=onecycle", "no_bias_decay=true"]),
-        ("crop", "random crop" + (" + flip" if is_cifar else ""), base, aug),
+        ("crop", "random crop" + (" + flip" if plan.flip else ""), base, aug),
         ("ls", "label smoothing 0.1", base, ["label_smoothing=0.1"]),
-        ("cutout", "Cutout " + ("8 px" if is_cifar else "6 px"), base, ["cutout=8" if is_cifar else "cutout=6"]),
+        ("cutout", f"Cutout {plan.cutout} px", base, [f"cutout={plan.cutout}"]),
         ("mixup", "Mixup alpha 0.2", base, ["mixup_alpha=0.2"]),
         ("blurpool", "BlurPool instead of max-pool", with_blurpool(base), []),
         ("se", "squeeze-excite (the final architecture)", final, []),
