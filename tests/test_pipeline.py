@@ -92,6 +92,11 @@ def test_ladder_then_report_and_figures(results):
     kd_metrics = json.loads((results / "mnist/ablation/kd/metrics.json").read_text())
     assert kd_metrics["teacher"].endswith("mnist/blur/seed0/model.pt")
     assert "ablation.png" in {p.name for p in write_figures("mnist")}
+    # re-running reuses the finished KD step without loading its teacher, which may be gone
+    (results / "mnist/blur/seed0/model.pt").rename(results / "teacher.pt")
+    again = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["kd"], log=lambda s: None)
+    assert again["steps"][2]["test_accuracy"] == out["steps"][2]["test_accuracy"]
+    (results / "teacher.pt").rename(results / "mnist/blur/seed0/model.pt")
 
     # a teacher can also be named by its ladder phase
     from tinycnn.runs import resolve_teacher_path
@@ -152,3 +157,11 @@ def test_teacher_is_recorded_relative_to_the_repo_and_found_from_any_cwd(tmp_pat
     assert recipe.kd_teacher == "experiments/results/mnist/se/seed0/model.pt"
     assert count_params(teacher) == count_params(build(get_phase("mnist", "se")))
     assert resolve_teacher_path(final, recipe.kd_teacher) == REPO_ROOT / recipe.kd_teacher
+
+
+def test_display_command_names_the_phase_a_recorded_final_meant():
+    from tinycnn.report import display_command
+    recorded = "/x/tinycnn/__main__.py train mnist --phase final --seed 0 --out experiments/results/final/seed0"
+    assert display_command(recorded, "blur") == \
+        "tinycnn train mnist --phase blur --seed 0 --out experiments/results/final/seed0"
+    assert display_command("tinycnn train mnist --phase deep", "deep") == "tinycnn train mnist --phase deep"

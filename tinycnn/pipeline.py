@@ -116,8 +116,9 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
         if steps and step not in steps and not is_finished(run_dir):
             continue  # not asked for and never run; finished steps stay in ablation.json
         overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
-        recipe = load_recipe(info.name, "plain", overrides)
-        recipe, teacher = attach_teacher(spec, recipe)  # the ladder's trained previous phase teaches
+        recipe, teacher = load_recipe(info.name, "plain", overrides), None
+        if not is_finished(run_dir):  # a reused step needs no teacher loaded
+            recipe, teacher = attach_teacher(spec, recipe)  # the ladder's trained previous phase teaches
         log(f"ablation {info.name} step {step}: +{adds}")
         m = run_or_reuse(spec, recipe, run_dir, teacher=teacher, quiet=quiet, recipe_name="plain",
                          command=f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),

@@ -59,10 +59,11 @@ def display_command(command: str, phase: str = "") -> str:
     """A recorded command as it reproduces the run today: ``.../tinycnn/__main__.py`` (a
     ``python -m tinycnn`` run) becomes ``tinycnn``, and ``--phase final`` names the phase it
     meant then (``phase``), since a later final phase takes the alias over."""
-    command = as_user_command(command.split(" ")) or command
+    tokens = (as_user_command(command.split(" ")) or command).split(" ")
     if phase and phase != "custom":
-        command = command.replace("--phase final", f"--phase {phase}")
-    return command
+        tokens = [phase if tok == "final" and i and tokens[i - 1] == "--phase" else tok
+                  for i, tok in enumerate(tokens)]
+    return " ".join(tokens)
 
 
 def _by_device(row: dict) -> tuple[str, str]:
