@@ -37,11 +37,11 @@ def _build_block(block: BlockSpec, cin: int) -> tuple[nn.Module, int]:
     if block.kind == "drop":
         return nn.Dropout(block.drop / 100), cin
     if block.kind == "dw":
-        layer: nn.Module = DepthwiseSeparable(cin, block.out, block.kernel, block.stride)
+        layer: nn.Module = DepthwiseSeparable(cin, block.out, block.kernel, block.stride, block.act)
     elif block.kind == "sep":
-        layer = SeparableConv(cin, block.out, block.kernel, block.stride)
+        layer = SeparableConv(cin, block.out, block.kernel, block.stride, block.act)
     else:  # conv and pw share one implementation; pw is conv with k=1
-        layer = ConvBNAct(cin, block.out, block.kernel, block.stride)
+        layer = ConvBNAct(cin, block.out, block.kernel, block.stride, act=block.act)
     if block.se:
         layer = nn.Sequential(layer, SqueezeExcite(block.out, block.se))
     return layer, block.out

@@ -11,6 +11,8 @@ The grammar follows timm's block strings: a block kind, then ``_``-separated opt
     max              2x2 max-pool, stride 2
     blur             anti-aliased max-pool: 2x2 max at stride 1, then a 3x3 binomial blur at stride 2
     drop_p10         dropout with p = 0.10 (given in percent so the string stays an identifier)
+    sep_k3_c32_nsw   any conv block's activation: ``_nre`` ReLU (the default, not printed),
+                     ``_nsw`` SiLU/swish, ``_nhs`` hard-swish (timm's ``n<act>`` option)
 
 A phase's architecture is its blocks joined by spaces, ending with the head ``gap``
 (global average pooling, then a linear classifier). Parsing and printing round-trip:
@@ -33,6 +35,7 @@ BLOCK_KINDS = {
     "blur": "anti-aliased max-pool (max 2x2 stride 1, binomial 3x3 blur stride 2)",
     "drop": "dropout, p in percent",
 }
+ACTIVATIONS = {"re": "ReLU", "sw": "SiLU (swish)", "hs": "hard-swish"}
 HEADS = {"gap": "global average pooling -> linear classifier"}
 _CONV_KINDS = ("conv", "dw", "sep", "pw")
 _OPTIONS_BY_KIND = {
@@ -41,10 +44,11 @@ _OPTIONS_BY_KIND = {
     "max": set(), "blur": set(), "drop": {"p"},
 }
 _OPTION = re.compile(r"^(k|c|s|se|p)(\d+)$")
+_ACT_OPTION = re.compile(r"^n([a-z]+)$")
 _GRAMMAR_HELP = (
-    "accepted blocks: conv_k3_c16[_s2][_se4], dw_k3_c32[_s2][_se4], sep_k3_c32[_s2][_se4], "
-    "pw_c16[_se4], "
-    "max, blur, drop_p10"
+    "accepted blocks: conv_k3_c16[_s2][_se4][_nsw], dw_k3_c32[_s2][_se4][_nsw], "
+    "sep_k3_c32[_s2][_se4][_nsw], pw_c16[_se4][_nsw], max, blur, drop_p10; "
+    f"activations: {', '.join('n' + a for a in ACTIVATIONS)}"
 )
 
 
@@ -58,6 +62,7 @@ class BlockSpec:
     stride: int = 1
     se: int = 0  # squeeze-excite bottleneck width; 0 = no SE
     drop: int = 0  # dropout probability in percent
+    act: str = "re"  # activation of conv blocks, a key of ACTIVATIONS
 
     def __post_init__(self) -> None:
         if self.kind not in BLOCK_KINDS:
@@ -66,6 +71,10 @@ class BlockSpec:
             raise SpecError(f"block {self.kind!r} needs an output width c>=1; {_GRAMMAR_HELP}")
         if self.kind == "drop" and not 0 < self.drop < 100:
             raise SpecError(f"dropout needs 0 < p < 100 (percent), got {self.drop}")
+        if self.act not in ACTIVATIONS:
+            raise SpecError(f"unknown activation n{self.act}; {_GRAMMAR_HELP}")
+        if self.act != "re" and self.kind not in _CONV_KINDS:
+            raise SpecError(f"block {self.kind!r} has no activation to set; {_GRAMMAR_HELP}")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise SpecError(f"kernel size must be odd and >= 1, got k{self.kernel}")
         if self.stride not in (1, 2):
@@ -84,6 +93,8 @@ class BlockSpec:
             parts.append(f"s{self.stride}")
         if self.se:
             parts.append(f"se{self.se}")
+        if self.act != "re":
+            parts.append(f"n{self.act}")
         return "_".join(parts)
 
 
@@ -93,7 +104,12 @@ def parse_block(text: str) -> BlockSpec:
     if kind not in BLOCK_KINDS:
         raise SpecError(f"unknown block {text!r}; {_GRAMMAR_HELP}")
     values: dict[str, int] = {}
+    act = None
     for opt in options:
+        a = _ACT_OPTION.match(opt)
+        if a and act is None and kind in _CONV_KINDS:
+            act = a.group(1)
+            continue
         m = _OPTION.match(opt)
         if not m or m.group(1) in values:
             raise SpecError(f"bad option {opt!r} in block {text!r}; {_GRAMMAR_HELP}")
@@ -109,6 +125,7 @@ def parse_block(text: str) -> BlockSpec:
         stride=values.get("s", 1),
         se=values.get("se", 0),
         drop=values.get("p", 0),
+        act=act or "re",
     )
 
 
