@@ -165,3 +165,15 @@ def test_display_command_names_the_phase_a_recorded_final_meant():
     assert display_command(recorded, "blur") == \
         "tinycnn train mnist --phase blur --seed 0 --out experiments/results/final/seed0"
     assert display_command("tinycnn train mnist --phase deep", "deep") == "tinycnn train mnist --phase deep"
+
+
+def test_recorded_commands_quote_an_arch_string_so_it_pastes_back():
+    import shlex
+    from tinycnn.report import display_command
+    from tinycnn.runs import as_user_command
+    argv = ["/x/tinycnn/__main__.py", "train", "mnist", "--arch", "conv_k3_c8 max gap", "--seed", "0"]
+    recorded = as_user_command(argv)
+    assert shlex.split(recorded)[1:] == argv[1:]
+    assert display_command(recorded) == recorded
+    # commands recorded before quoting still display unchanged
+    assert display_command("tinycnn train mnist --phase deep --seed 0") == "tinycnn train mnist --phase deep --seed 0"

@@ -7,6 +7,7 @@ file sits beside its metrics.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -59,11 +60,14 @@ def display_command(command: str, phase: str = "") -> str:
     """A recorded command as it reproduces the run today: ``.../tinycnn/__main__.py`` (a
     ``python -m tinycnn`` run) becomes ``tinycnn``, and ``--phase final`` names the phase it
     meant then (``phase``), since a later final phase takes the alias over."""
-    tokens = (as_user_command(command.split(" ")) or command).split(" ")
+    try:
+        tokens = shlex.split(as_user_command(shlex.split(command)) or command)
+    except ValueError:  # not shell syntax (e.g. a Python caller's argv): show it as recorded
+        return command
     if phase and phase != "custom":
         tokens = [phase if tok == "final" and i and tokens[i - 1] == "--phase" else tok
                   for i, tok in enumerate(tokens)]
-    return " ".join(tokens)
+    return shlex.join(tokens)
 
 
 def _by_device(row: dict) -> tuple[str, str]:

@@ -6,6 +6,7 @@ Kept out of ``train.py`` so the trainer never knows about ladders: the caller re
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -85,9 +86,10 @@ def _portable(path: Path) -> str:
 
 def as_user_command(argv: list[str]) -> str | None:
     """``argv`` as a user would retype it: ``tinycnn ...`` for both the console script and
-    ``python -m tinycnn`` (whose argv[0] is ``.../__main__.py``); None for anything else."""
+    ``python -m tinycnn`` (whose argv[0] is ``.../__main__.py``); None for anything else.
+    Arguments are shell-quoted, so an ``--arch`` string pastes back as one argument."""
     if argv and (argv[0].endswith("tinycnn") or argv[0].endswith("__main__.py")):
-        return " ".join(["tinycnn", *argv[1:]])
+        return shlex.join(["tinycnn", *argv[1:]])
     return None
 
 
