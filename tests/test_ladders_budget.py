@@ -9,7 +9,7 @@ from tinycnn.spec import PhaseSpec
 
 EXPECTED = {
     "mnist": {"plain": 26_074, "dw": 4_602, "paper": 1_690, "sep": 1_610, "slim": 1_420, "se": 1_497,
-              "blur": 1_497, "deep": 1_473},
+              "blur": 1_497, "deep": 1_473, "sam": 1_473},
     "cifar10": {"plain": 138_042, "dw": 20_026, "paper": 151_370, "slim": 139_082,
                 "se": 138_378, "blur": 138_378},
 }
@@ -30,8 +30,10 @@ def test_finals_fit_their_budgets():
 
 def test_each_phase_is_one_declared_change():
     for dataset in EXPECTED:
+        from tinycnn.ladders import recipe_for
         phases = ladder(dataset)
-        assert len({p.arch for p in phases}) == len(phases)
+        # every phase changes the network or, keeping it, the recipe it trains with
+        assert len({(p.arch, recipe_for(p)) for p in phases}) == len(phases)
         assert all(p.change for p in phases)
 
 
@@ -97,3 +99,15 @@ def test_budget_errors_are_clear():
         fit_width(get_phase("mnist", "final"), 10)
     with pytest.raises(SpecError, match="accepted: plain, dw, paper"):
         get_phase("mnist", "tiny")
+
+
+def test_a_phase_can_change_only_the_recipe():
+    from tinycnn.ladders import previous_phase, recipe_for
+    from tinycnn.recipe import load_recipe
+    final, deep = get_phase("mnist", "final"), get_phase("mnist", "deep")
+    assert final.name == "sam" and final.arch == deep.arch
+    assert recipe_for(final) == "sam" and load_recipe("mnist", recipe_for(final)).sam_rho == 0.05
+    assert recipe_for(deep) == "default" and recipe_for(get_phase("cifar10", "final")) == "default"
+    # distillation's "previous" teacher is the previous *network*, not the same one
+    assert previous_phase(final).name == "blur" and previous_phase(deep).name == "blur"
+    assert previous_phase(get_phase("mnist", "plain")) is None

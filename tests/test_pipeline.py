@@ -61,16 +61,22 @@ def test_committed_ablation_matches_the_declared_plan(dataset):
 
 @pytest.mark.slow
 def test_ladder_then_report_and_figures(results):
-    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["blur", "deep"], log=lambda s: None)
+    run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=2, phases=["blur", "deep", "sam"], log=lambda s: None)
     rows = summarize("mnist")
-    assert [r["phase"] for r in rows] == ["blur", "deep"]
-    assert rows[0]["seeds"] == [0] and rows[1]["seeds"] == [0, 1] and rows[1]["std"] >= 0  # the final: 2 seeds
-    assert (results / "mnist/deep/seed1/model.pt").exists()
+    assert [r["phase"] for r in rows] == ["blur", "deep", "sam"]
+    assert rows[1]["seeds"] == [0] and rows[2]["seeds"] == [0, 1] and rows[2]["std"] >= 0  # the final: 2 seeds
+    assert (results / "mnist/sam/seed1/model.pt").exists()
+    # each phase trains with its own recipe: `sam` differs from `deep` only by SAM
+    deep_m, sam_m = (json.loads((results / f"mnist/{p}/seed0/metrics.json").read_text()) for p in ("deep", "sam"))
+    assert deep_m["recipe"]["sam_rho"] == 0.0 and sam_m["recipe"]["sam_rho"] == 0.05
+    assert sam_m["recipe_name"] == "sam" and sam_m["arch"] == deep_m["arch"]
     md = results_markdown("mnist")
-    assert "`deep`" in md and "2 seeds" in md and "tinycnn train mnist --phase deep" in md
+    assert "`sam`" in md and "2 seeds" in md and "tinycnn train mnist --phase sam --recipe sam" in md
     report = write_report("mnist")
     assert report.exists() and json.loads(report.with_suffix(".json").read_text())[0]["phase"] == "blur"
-    assert "## Candidates and time to accuracy" in report.read_text() and "deep (final phase" in report.read_text()
+    text = report.read_text()
+    assert "## Candidates and time to accuracy" in text
+    assert "sam (final phase, sam recipe)" in text and "deep (ladder phase, default recipe)" in text
     figs = {p.name for p in write_figures("mnist")}
     assert {"params_per_phase.png", "accuracy_vs_params.png", "confusion_final.png"} <= figs
 

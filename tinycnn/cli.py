@@ -92,7 +92,9 @@ def _add_training_commands(sub) -> None:
     p.add_argument("dataset", nargs="?", help=f"one of: {', '.join(DATASETS)} (omit with --resume)")
     p.add_argument("--phase", default="final", help="a phase of the ladder (default: final)")
     p.add_argument("--arch", default=None, help="train a custom architecture string instead of a phase")
-    p.add_argument("--recipe", default="default", help="a recipe name in experiments/recipes/<dataset>.toml, or a .toml path")
+    p.add_argument("--recipe", default=None,
+                   help="a recipe name in experiments/recipes/<dataset>.toml, or a .toml path "
+                        "(default: the phase's own recipe, `default` for most)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one recipe field (repeatable), e.g. --set epochs=5")
     p.add_argument("--seed", type=int, default=None, help="shorthand for --set seed=N")
@@ -123,7 +125,7 @@ def _add_training_commands(sub) -> None:
 def _add_study_commands(sub) -> None:
     p = sub.add_parser("ladder", help="train every phase in order, then write the ladder report")
     _dataset_arg(p)
-    p.add_argument("--recipe", default="default")
+    p.add_argument("--recipe", default=None, help="one recipe for every phase (default: each phase's own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seeds", type=int, default=1, help="seeds per intermediate phase (default 1)")
     p.add_argument("--final-seeds", type=int, default=3, help="seeds for the final phase (default 3)")
@@ -186,7 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .budget import check_budget
     from .checkpoint import load_checkpoint
-    from .ladders import get_phase
+    from .ladders import get_phase, recipe_for
     from .recipe import Recipe, load_recipe
     from .runs import attach_teacher, invoked_command, run_dir_for
     from .spec import PhaseSpec
@@ -201,11 +203,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.dataset:
             raise SpecError(f"train needs a dataset ({', '.join(DATASETS)}) or --resume RUN_DIR")
         overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
-        recipe = load_recipe(args.dataset, args.recipe, overrides)
         spec = (PhaseSpec.from_arch("custom", args.dataset, args.arch, "custom architecture")
                 if args.arch else get_phase(args.dataset, args.phase))
-        recipe_name = args.recipe
-        tag = "" if args.recipe == "default" else Path(args.recipe).stem
+        recipe_name = args.recipe or recipe_for(spec)
+        recipe = load_recipe(args.dataset, recipe_name, overrides)
+        tag = "" if recipe_name == recipe_for(spec) else Path(recipe_name).stem
         run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, tag=tag)
         if (run_dir / "metrics.json").exists() and not args.force:
             raise TinyCNNError(f"{run_dir} already holds a finished run; pass --force to overwrite or --out DIR")

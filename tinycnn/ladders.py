@@ -32,6 +32,9 @@ _MNIST = [
     ("deep", "the 1x1 transitions go; their parameters buy a second separable conv at 14x14 "
      "(widths 10-10-11-12-14; chosen on a 10K val split, README round 3)",
      "conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap"),
+    ("sam", "the same network trained with SAM (rho 0.05, the `sam` recipe; chosen on a 10K val split, "
+     "README round 4)",
+     "conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap", "sam"),
 ]
 
 _CIFAR10 = [
@@ -49,10 +52,22 @@ _CIFAR10 = [
      "conv_k3_c16 conv_k3_c32 blur conv_k3_c64 conv_k3_c48 blur dw_k3_c120_se8 dw_k3_c184_se8 blur dw_k3_c232_se8 gap"),
 ]
 
+# A row is (name, change, architecture[, recipe]): a phase may change only how the network is
+# trained, and then names the recipe it trains with (otherwise `default`).
 LADDERS: dict[str, tuple[PhaseSpec, ...]] = {
-    dataset: tuple(PhaseSpec.from_arch(name, dataset, arch, change) for name, change, arch in rows)
+    dataset: tuple(PhaseSpec.from_arch(row[0], dataset, row[2], row[1]) for row in rows)
     for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
 }
+_PHASE_RECIPES: dict[tuple[str, str], str] = {
+    (dataset, row[0]): row[3] for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
+    for row in rows if len(row) > 3
+}
+
+
+def recipe_for(phase: PhaseSpec) -> str:
+    """The recipe a ladder phase trains with: `default` unless its ladder row names one
+    (custom architectures train with `default` too)."""
+    return _PHASE_RECIPES.get((phase.dataset, phase.name), "default")
 
 
 
@@ -96,8 +111,10 @@ def get_phase(dataset: str, name: str) -> PhaseSpec:
 
 
 def previous_phase(phase: PhaseSpec) -> PhaseSpec | None:
-    """The phase before ``phase`` in its ladder: the natural distillation teacher."""
+    """The nearest phase before ``phase`` with a different architecture: the natural
+    distillation teacher (a phase that only changes the recipe would teach its own network)."""
     phases = ladder(phase.dataset)
     names = [p.name for p in phases]
-    i = names.index(phase.name) if phase.name in names else -1
-    return phases[i - 1] if i > 0 else None
+    i = names.index(phase.name) if phase.name in names else 0
+    earlier = [p for p in phases[:i] if p.arch != phase.arch]
+    return earlier[-1] if earlier else None

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .datasets import dataset_info
 from .errors import CheckpointError
-from .ladders import ablation_plan, get_phase, ladder, previous_phase
+from .ladders import ablation_plan, get_phase, ladder, previous_phase, recipe_for
 from .recipe import Recipe, load_recipe
 from .runs import attach_teacher, invoked_command, is_finished, results_root, run_dir_for
 from .spec import BlockSpec, PhaseSpec
@@ -35,25 +35,27 @@ def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=Non
                  recipe_name=recipe_name, data_dir=data_dir, device=device)
 
 
-def run_ladder(dataset: str, recipe_name: str = "default", overrides: list[str] | None = None,
+def run_ladder(dataset: str, recipe_name: str | None = None, overrides: list[str] | None = None,
                seeds: int = 1, final_seeds: int = 3, phases: list[str] | None = None,
                quiet: bool = True, data_dir=None, device="auto", log: Callable[[str], None] = print) -> list[dict]:
-    """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others)."""
+    """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others),
+    each with its own recipe (`ladders.recipe_for`) unless ``recipe_name`` names one for all."""
     names = [get_phase(dataset, p).name for p in phases] if phases else [p.name for p in ladder(dataset)]
     final = ladder(dataset)[-1].name
     results = []
     for name in names:
         phase = get_phase(dataset, name)
         # The teacher is the same for every seed of a phase: load it once.
-        phase_recipe, teacher = attach_teacher(phase, load_recipe(dataset, recipe_name, overrides or []))
+        name_of_recipe = recipe_name or recipe_for(phase)
+        phase_recipe, teacher = attach_teacher(phase, load_recipe(dataset, name_of_recipe, overrides or []))
         for seed in range(final_seeds if name == final else seeds):
             recipe = replace(phase_recipe, seed=seed)
             run_dir = run_dir_for(phase, seed)
-            cmd = f"tinycnn train {dataset} --phase {name} --recipe {recipe_name} --seed {seed}" + "".join(
+            cmd = f"tinycnn train {dataset} --phase {name} --recipe {name_of_recipe} --seed {seed}" + "".join(
                 f" --set {o}" for o in overrides or [])
             log(f"{dataset}/{name} seed {seed} -> {run_dir}")
             m = run_or_reuse(phase, recipe, run_dir, teacher=teacher, quiet=quiet,
-                             command=cmd, recipe_name=recipe_name, data_dir=data_dir, device=device)
+                             command=cmd, recipe_name=name_of_recipe, data_dir=data_dir, device=device)
             log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")
             results.append(m)
     return results

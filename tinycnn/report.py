@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from .datasets import dataset_info
-from .ladders import ladder
+from .ladders import ladder, recipe_for
 from .runs import as_user_command, is_finished, results_root
 from .train import first_reach
 
@@ -164,14 +164,15 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     for path, m in _finished_runs(base, "search/*/seed*/metrics.json"):  # a candidate with several seeds
         groups.setdefault(f"search/{path.parent.parent.name}", []).append(m)
     recipe_runs = _finished_runs(base, "recipes/*/seed*/metrics.json")
-    final = ladder(dataset)[-1].name
-    # The ladder runs the recipes were compared with: the final's, and those of any phase
-    # a recipe candidate trained (an earlier final).
-    compared = {final} | {m.get("phase") for _, m in recipe_runs}
+    final = ladder(dataset)[-1]
+    # The ladder runs the candidates were compared with: the final's, those of phases with the
+    # final's network (trained with another recipe), and of any phase a recipe candidate trained.
+    compared = ({p.name for p in ladder(dataset) if p.arch == final.arch}
+                | {m.get("phase") for _, m in recipe_runs})
     for phase in ladder(dataset):
         if phase.name not in compared:
             continue
-        label = f"{phase.name} ({'final' if phase.name == final else 'ladder'} phase, default recipe)"
+        label = f"{phase.name} ({'final' if phase == final else 'ladder'} phase, {recipe_for(phase)} recipe)"
         for _, m in _finished_runs(base, f"{phase.name}/seed*/metrics.json"):
             groups.setdefault(label, []).append(m)
     for path, m in recipe_runs:
