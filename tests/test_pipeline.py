@@ -89,6 +89,10 @@ def test_ladder_then_report_and_figures(results):
     from tinycnn.recipe import load_recipe
     with pytest.raises(CheckpointError, match="holds a finished run of `conv_k3_c8"):
         run_or_reuse(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY), results / "mnist/deep/seed0")
+    # ... nor one of the same network trained with another recipe (`sam` is `deep` + SAM)
+    with pytest.raises(CheckpointError, match="recipe 'sam', not 'default'"):
+        run_or_reuse(get_phase("mnist", "deep"), load_recipe("mnist", "default", TINY), results / "mnist/sam/seed0",
+                     recipe_name="default")
 
     # the KD step of the ablation finds the ladder's `blur` model (the phase before the final) as its teacher
     out = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["plain", "blurpool", "kd"], log=lambda s: None)

@@ -29,6 +29,10 @@ def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=Non
         if m.get("arch") != phase.arch:
             raise CheckpointError(f"{run_dir} holds a finished run of `{m.get('arch')}`, not of {phase.name!r} "
                                   f"(`{phase.arch}`); move it away or delete it to train the new one")
+        # ... and only for the recipe it trained with: phases may differ by recipe alone.
+        if recipe_name and m.get("recipe_name") and m["recipe_name"] != recipe_name:
+            raise CheckpointError(f"{run_dir} holds a finished run with recipe {m['recipe_name']!r}, not "
+                                  f"{recipe_name!r}; move it away or delete it to train the new one")
         return m
     resume = (run_dir / "checkpoint.pt").exists()
     return train(phase, recipe, run_dir, teacher=teacher, resume=resume, quiet=quiet, command=command,
