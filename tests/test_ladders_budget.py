@@ -5,6 +5,7 @@ import torch
 from tinycnn import build, count_macs, count_params, fit_width, get_phase, ladder
 from tinycnn.budget import check_budget
 from tinycnn.errors import BudgetError, SpecError
+from tinycnn.ladders import recipe_for
 from tinycnn.spec import PhaseSpec
 
 EXPECTED = {
@@ -30,7 +31,6 @@ def test_finals_fit_their_budgets():
 
 def test_each_phase_is_one_declared_change():
     for dataset in EXPECTED:
-        from tinycnn.ladders import recipe_for
         phases = ladder(dataset)
         # every phase changes the network or, keeping it, the recipe it trains with
         assert len({(p.arch, recipe_for(p)) for p in phases}) == len(phases)
@@ -102,7 +102,7 @@ def test_budget_errors_are_clear():
 
 
 def test_a_phase_can_change_only_the_recipe():
-    from tinycnn.ladders import previous_phase, recipe_for
+    from tinycnn.ladders import previous_phase
     from tinycnn.recipe import load_recipe
     final, deep = get_phase("mnist", "final"), get_phase("mnist", "deep")
     assert final.name == "sam" and final.arch == deep.arch

@@ -46,7 +46,6 @@ def test_mnist_ablation_starts_from_its_final_without_se_and_blur():
     assert count_params(build(steps["blurpool"])) == count_params(build(base)) < count_params(build(final))
 
 
-
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_committed_ablation_matches_the_declared_plan(dataset):
     """The README's ablation numbers must come from the steps the code declares today."""

@@ -62,3 +62,9 @@ def test_activation_option_changes_the_layers_not_the_param_count():
     assert count_params(m_relu) == count_params(m_silu)
     kinds = lambda m: [type(x).__name__ for x in m.modules() if isinstance(x, (nn.ReLU, nn.SiLU))]
     assert set(kinds(m_relu)) == {"ReLU"} and kinds(m_silu) == ["SiLU"] * 5  # dw has two
+
+
+def test_every_spec_activation_has_a_layer():
+    from tinycnn.blocks import ACTIVATION_LAYERS
+    from tinycnn.spec import ACTIVATIONS
+    assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)

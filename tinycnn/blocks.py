@@ -21,12 +21,15 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+# Keyed like spec.ACTIVATIONS (a test keeps the two in step; spec stays free of torch).
+ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {"re": nn.ReLU, "sw": nn.SiLU, "hs": nn.Hardswish}
+
+
 def activation(name: str = "re") -> nn.Module:
     """A block's non-linearity by its spec name. ReLU zeroes half of a layer only 8-16
     channels wide; smooth SiLU and hard-swish (MobileNetV3) keep a little of the negative
     side, for no parameters."""
-    return {"re": lambda: nn.ReLU(inplace=True), "sw": lambda: nn.SiLU(inplace=True),
-            "hs": lambda: nn.Hardswish(inplace=True)}[name]()
+    return ACTIVATION_LAYERS[name](inplace=True)
 
 
 class ConvBNAct(nn.Sequential):

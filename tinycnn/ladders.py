@@ -54,13 +54,13 @@ _CIFAR10 = [
 
 # A row is (name, change, architecture[, recipe]): a phase may change only how the network is
 # trained, and then names the recipe it trains with (otherwise `default`).
+_ROWS = {"mnist": _MNIST, "cifar10": _CIFAR10}
 LADDERS: dict[str, tuple[PhaseSpec, ...]] = {
-    dataset: tuple(PhaseSpec.from_arch(row[0], dataset, row[2], row[1]) for row in rows)
-    for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
+    dataset: tuple(PhaseSpec.from_arch(name, dataset, arch, change) for name, change, arch, *_ in rows)
+    for dataset, rows in _ROWS.items()
 }
 _PHASE_RECIPES: dict[tuple[str, str], str] = {
-    (dataset, row[0]): row[3] for dataset, rows in (("mnist", _MNIST), ("cifar10", _CIFAR10))
-    for row in rows if len(row) > 3
+    (dataset, name): recipe[0] for dataset, rows in _ROWS.items() for name, _, _, *recipe in rows if recipe
 }
 
 
@@ -68,7 +68,6 @@ def recipe_for(phase: PhaseSpec) -> str:
     """The recipe a ladder phase trains with: `default` unless its ladder row names one
     (custom architectures train with `default` too)."""
     return _PHASE_RECIPES.get((phase.dataset, phase.name), "default")
-
 
 
 @dataclass(frozen=True)
