@@ -20,8 +20,13 @@ from .spec import BlockSpec, PhaseSpec
 from .train import device_description, resolve_device, train
 
 
-def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=None, quiet=True,
+def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, quiet=True,
                  command: str = "", recipe_name: str = "", data_dir=None, device="auto") -> dict:
+    """The finished run in ``run_dir`` if it is this phase's, else train (or resume) it.
+
+    A KD teacher named by ``recipe.kd_teacher`` is loaded only when training happens, so a
+    reused run needs neither the teacher's file nor the time to read it.
+    """
     if is_finished(run_dir):
         m = json.loads((run_dir / "metrics.json").read_text())
         # A finished run is reused only for the architecture it trained: after a ladder or
@@ -35,6 +40,7 @@ def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, teacher=Non
                                   f"{recipe_name!r}; move it away or delete it to train the new one")
         return m
     resume = (run_dir / "checkpoint.pt").exists()
+    recipe, teacher = attach_teacher(phase, recipe)  # the ladder's trained previous phase teaches
     return train(phase, recipe, run_dir, teacher=teacher, resume=resume, quiet=quiet, command=command,
                  recipe_name=recipe_name, data_dir=data_dir, device=device)
 
@@ -49,17 +55,16 @@ def run_ladder(dataset: str, recipe_name: str | None = None, overrides: list[str
     results = []
     for name in names:
         phase = get_phase(dataset, name)
-        # The teacher is the same for every seed of a phase: load it once.
         name_of_recipe = recipe_name or recipe_for(phase)
-        phase_recipe, teacher = attach_teacher(phase, load_recipe(dataset, name_of_recipe, overrides or []))
+        phase_recipe = load_recipe(dataset, name_of_recipe, overrides or [])
         for seed in range(final_seeds if name == final else seeds):
             recipe = replace(phase_recipe, seed=seed)
             run_dir = run_dir_for(phase, seed)
             cmd = f"tinycnn train {dataset} --phase {name} --recipe {name_of_recipe} --seed {seed}" + "".join(
                 f" --set {o}" for o in overrides or [])
             log(f"{dataset}/{name} seed {seed} -> {run_dir}")
-            m = run_or_reuse(phase, recipe, run_dir, teacher=teacher, quiet=quiet,
-                             command=cmd, recipe_name=name_of_recipe, data_dir=data_dir, device=device)
+            m = run_or_reuse(phase, recipe, run_dir, quiet=quiet, command=cmd, recipe_name=name_of_recipe,
+                             data_dir=data_dir, device=device)
             log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")
             results.append(m)
     return results
@@ -122,11 +127,9 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
         if steps and step not in steps and not is_finished(run_dir):
             continue  # not asked for and never run; finished steps stay in ablation.json
         overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
-        recipe, teacher = load_recipe(info.name, "plain", overrides), None
-        if not is_finished(run_dir):  # a reused step needs no teacher loaded
-            recipe, teacher = attach_teacher(spec, recipe)  # the ladder's trained previous phase teaches
+        recipe = load_recipe(info.name, "plain", overrides)
         log(f"ablation {info.name} step {step}: +{adds}")
-        m = run_or_reuse(spec, recipe, run_dir, teacher=teacher, quiet=quiet, recipe_name="plain",
+        m = run_or_reuse(spec, recipe, run_dir, quiet=quiet, recipe_name="plain",
                          command=f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
                          data_dir=data_dir, device=device)
         rows.append({"step": step, "adds": adds, "arch": spec.arch, "params": m["params"],
