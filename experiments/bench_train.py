@@ -1,11 +1,11 @@
 """Training throughput on this device: per phase, per augmentation backend, SAM on/off,
-NCHW vs channels_last.
+NCHW vs channels_last, batch size, bf16 autocast.
 
 Every number comes from tinycnn's real training loop (`tinycnn.train.train`, one short
 epoch on a slice of the real data), so what is measured is what a run gets. Results go
 to experiments/results/bench-<device>.json.
 
-    python experiments/bench_train.py [--device cpu] [--threads 2] [--images 2048]
+    python experiments/bench_train.py [--device cpu] [--threads 2] [--images 4096] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -27,10 +27,16 @@ from tinycnn.train import device_description, resolve_device, train
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def loop_images_per_s(phase, recipe, splits: Splits, device) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        m = train(phase, recipe, tmp, splits=splits, device=device, quiet=True)
-    return round(m["history"][0]["images_per_s"], 1)
+def loop_images_per_s(phase, recipe, splits: Splits, device, repeats: int) -> float:
+    """Best of ``repeats`` one-epoch runs: on a shared machine noise only ever slows a run
+    down (single runs of one configuration differed by up to 20%), so the fastest is the
+    truest estimate of what the loop itself can do."""
+    best = 0.0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = train(phase, recipe, tmp, splits=splits, device=device, quiet=True)
+        best = max(best, m["history"][0]["images_per_s"])
+    return round(best, 1)
 
 
 def augment_images_per_s(cfg: AugmentConfig, x: torch.Tensor, y: torch.Tensor, repeats: int = 20) -> float:
@@ -46,14 +52,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--images", type=int, default=2048, help="training images per measured epoch")
+    ap.add_argument("--images", type=int, default=4096, help="training images per measured epoch")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per configuration")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     report = {"device": device_description(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "images_per_epoch": args.images,
+              "threads": torch.get_num_threads(), "images_per_epoch": args.images, "best_of": args.repeats,
               "phases": {}, "augment": {}, "final_train": {}}
     for dataset in ("mnist", "cifar10"):
         splits = load_splits(dataset, val_size=0)
@@ -61,7 +68,7 @@ def main() -> None:
         base = replace(load_recipe(dataset, "default"), epochs=1, val_size=0)
         rows = {}
         for phase in ladder(dataset):
-            rows[phase.name] = loop_images_per_s(phase, base, small, device)
+            rows[phase.name] = loop_images_per_s(phase, base, small, device, args.repeats)
             print(dataset, phase.name, rows[phase.name], "img/s", flush=True)
         report["phases"][dataset] = rows
 
@@ -86,8 +93,15 @@ def main() -> None:
             "SAM rho=0.05": replace(base, sam_rho=0.05),
             "NCHW": replace(base, channels_last=False),
             "channels_last": replace(base, channels_last=True),
+            # levers for time to accuracy: bigger batches amortise per-op cost (fewer steps,
+            # though), bf16 autocast only pays where the CPU's bf16 kernels beat fp32 ones
+            "batch 64": replace(base, batch_size=64),
+            "batch 128": replace(base, batch_size=128),
+            "batch 256": replace(base, batch_size=256),
+            "bf16 autocast": replace(base, amp="bf16"),
         }
-        report["final_train"][dataset] = {k: loop_images_per_s(final, r, small, device) for k, r in variants.items()}
+        report["final_train"][dataset] = {k: loop_images_per_s(final, r, small, device, args.repeats)
+                                           for k, r in variants.items()}
         print(dataset, "final", report["final_train"][dataset], flush=True)
 
     out = Path(args.out) if args.out else RESULTS / f"bench-{device.type}.json"

@@ -245,7 +245,8 @@ def bench_markdown(root: Path | None = None) -> str:
     for path in paths:
         b = json.loads(path.read_text())
         out += [f"`{path.name}` — {b['device']}, torch {b['torch']}, {b['threads']} threads, "
-                f"{b['images_per_epoch']} images per measured epoch (training images/s):", ""]
+                f"{b['images_per_epoch']} images per measured epoch, best of {b.get('best_of', 1)} "
+                f"(training images/s):", ""]
         out += _table_of_dicts("dataset", b["phases"]) + [""]
         out += ["| dataset | augmentation (batch of 128) | tensor ops (img/s) | kornia (img/s) |", "|---|---|---:|---:|"]
         out += [f"| {ds} | {name} | {v['tensor']:,.0f} | {v['kornia']:,.0f} |"
