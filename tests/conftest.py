@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if "TINYCNN_DATA" not in os.environ and SHARED_DATA.is_dir():
+# An empty $TINYCNN_DATA counts as unset, as it does for tinycnn.data.resolve_data_dir.
+if not os.environ.get("TINYCNN_DATA") and SHARED_DATA.is_dir():
     os.environ["TINYCNN_DATA"] = str(SHARED_DATA)
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("TINYCNN_DATA", SHARED_DATA))
+    return Path(os.environ.get("TINYCNN_DATA") or SHARED_DATA)
 
 
 @pytest.fixture(scope="session")
