@@ -38,6 +38,10 @@ def test_fit_json():
     assert r.returncode == 0
     out = json.loads(r.stdout)
     assert out["params"] <= 1000 and 0 < out["width"] < 1
+    r = run("fit", "mnist", "--budget", "1500", "--multiple", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    arch = json.loads(r.stdout)["arch"]
+    assert all(int(tok.split("_c")[1].split("_")[0]) % 8 == 0 for tok in arch.split() if "_c" in tok)
 
 
 @pytest.mark.parametrize("args,message", [

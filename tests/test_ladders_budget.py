@@ -92,6 +92,22 @@ def test_width_solver_fits_and_is_maximal():
     assert fit_width(phase, count_params(build(phase))).width >= 1.0
 
 
+def test_width_solver_can_round_widths_to_a_multiple():
+    final = get_phase("mnist", "final")
+    fit = fit_width(final, 1_500, multiple=8)
+    widths = [b.out for b in fit.spec.blocks if b.out]
+    assert widths and all(w % 8 == 0 for w in widths)
+    assert fit.params <= 1_500 and count_params(build(fit.spec)) == fit.params
+    # maximal: every wider multiplier either keeps the same widths or breaks the budget
+    for i in range(1, 60):
+        wider = final.scaled(round(fit.width + 0.01 * i, 2), 8)
+        assert wider.arch == fit.spec.arch or count_params(build(wider)) > 1_500
+    # multiple=1 is plain rounding, as before
+    assert final.scaled(1.0, 1) == final.scaled(1.0) and final.scaled(1.0).arch == final.arch
+    with pytest.raises(SpecError, match="multiple must be >= 1"):
+        final.scaled(1.0, 0)
+
+
 def test_budget_errors_are_clear():
     with pytest.raises(BudgetError, match="over the budget of 1,500 by 190"):
         check_budget(get_phase("mnist", "paper"))

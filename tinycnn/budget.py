@@ -92,8 +92,10 @@ class WidthFit:
     params: int
 
 
-def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float = 8.0) -> WidthFit:
-    """The widest multiplier on a ``step`` grid whose scaled phase fits ``budget``.
+def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float = 8.0,
+              multiple: int = 1) -> WidthFit:
+    """The widest multiplier on a ``step`` grid whose scaled phase fits ``budget``, with
+    every width rounded to a multiple of ``multiple`` (see `PhaseSpec.scaled`).
 
     Parameters grow with width, but rounding widths to integers makes the growth only
     *nearly* monotone. So: bisect for the boundary, then scan a window of grid points
@@ -105,7 +107,7 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
         raise SpecError(f"need 0 < step <= max_width, got step={step}, max_width={max_width}")
 
     def params_at(i: int) -> int:
-        return _params_of(spec.scaled(round(i * step, 6)))
+        return _params_of(spec.scaled(round(i * step, 6), multiple))
 
     n_steps = int(round(max_width / step))
     if params_at(1) > budget:
@@ -126,4 +128,4 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
             lo = i
             break
     width = round(lo * step, 6)
-    return WidthFit(width, spec.scaled(width), params_at(lo))
+    return WidthFit(width, spec.scaled(width, multiple), params_at(lo))

@@ -50,7 +50,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .ladders import get_phase
 
     phase = get_phase(args.dataset, args.phase)
-    fit = fit_width(phase, args.budget, step=args.step)
+    fit = fit_width(phase, args.budget, step=args.step, multiple=args.multiple)
     macs = count_macs(build(fit.spec), args.dataset)
     result = {"dataset": args.dataset, "phase": phase.name, "budget": args.budget, "width": fit.width,
               "params": fit.params, "macs": macs, "arch": fit.spec.arch}
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", default="final")
     p.add_argument("--budget", type=int, required=True)
     p.add_argument("--step", type=float, default=0.01, help="multiplier grid step (default 0.01)")
+    p.add_argument("--multiple", type=int, default=1,
+                   help="round every width to a multiple of this (e.g. 8: faster CPU kernels)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fit)
 
