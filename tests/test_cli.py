@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from tinycnn.spec import parse_arch
+
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "tinycnn.cli", *args], capture_output=True, text=True, cwd=cwd)
@@ -40,8 +42,9 @@ def test_fit_json():
     assert out["params"] <= 1000 and 0 < out["width"] < 1
     r = run("fit", "mnist", "--budget", "1500", "--multiple", "8", "--json")
     assert r.returncode == 0, r.stderr
-    arch = json.loads(r.stdout)["arch"]
-    assert all(int(tok.split("_c")[1].split("_")[0]) % 8 == 0 for tok in arch.split() if "_c" in tok)
+    blocks, _ = parse_arch(json.loads(r.stdout)["arch"])
+    widths = [b.out for b in blocks if b.out]
+    assert widths and all(w % 8 == 0 for w in widths)
 
 
 @pytest.mark.parametrize("args,message", [
