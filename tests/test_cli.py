@@ -16,7 +16,7 @@ def test_phases_table_and_json():
     r = run("phases", "mnist")
     assert r.returncode == 0 and "blur" in r.stdout and "1,497" in r.stdout and "over by 190" in r.stdout
     rows = json.loads(run("phases", "cifar10", "--json").stdout)
-    assert [row["phase"] for row in rows] == ["plain", "dw", "paper", "slim", "se", "blur"]
+    assert [row["phase"] for row in rows] == ["plain", "dw", "paper", "slim", "se", "blur", "long"]
     assert rows[-1]["within_budget"] and rows[-1]["params"] <= 140_000
 
 

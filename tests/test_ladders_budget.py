@@ -12,7 +12,7 @@ EXPECTED = {
     "mnist": {"plain": 26_074, "dw": 4_602, "paper": 1_690, "sep": 1_610, "slim": 1_420, "se": 1_497,
               "blur": 1_497, "deep": 1_473, "sam": 1_473},
     "cifar10": {"plain": 138_042, "dw": 20_026, "paper": 151_370, "slim": 139_082,
-                "se": 138_378, "blur": 138_378},
+                "se": 138_378, "blur": 138_378, "long": 138_378},
 }
 
 
@@ -123,7 +123,12 @@ def test_a_phase_can_change_only_the_recipe():
     final, deep = get_phase("mnist", "final"), get_phase("mnist", "deep")
     assert final.name == "sam" and final.arch == deep.arch
     assert recipe_for(final) == "sam" and load_recipe("mnist", recipe_for(final)).sam_rho == 0.05
-    assert recipe_for(deep) == "default" and recipe_for(get_phase("cifar10", "final")) == "default"
+    assert recipe_for(deep) == "default" and recipe_for(get_phase("cifar10", "blur")) == "default"
+    cifar_final = get_phase("cifar10", "final")
+    assert cifar_final.name == "long" and cifar_final.arch == get_phase("cifar10", "blur").arch
+    long_recipe = load_recipe("cifar10", recipe_for(cifar_final))
+    assert (long_recipe.epochs, long_recipe.cutout) == (40, 8)
     # distillation's "previous" teacher is the previous *network*, not the same one
     assert previous_phase(final).name == "blur" and previous_phase(deep).name == "blur"
+    assert previous_phase(cifar_final).name == "se"
     assert previous_phase(get_phase("mnist", "plain")) is None
