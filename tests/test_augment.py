@@ -91,3 +91,118 @@ def test_label_smoothing_applies_before_mixing():
     _, t = BatchAugment(AugmentConfig(mixup_alpha=0.4, label_smoothing=0.1), 10, 8)(torch.rand(32, 1, 8, 8), y)
     assert torch.allclose(t.sum(1), torch.ones(32))
     assert t.min() >= 0.01 - 1e-6  # every class keeps at least eps/K
+
+
+# --- ops: sample, then apply (issue #14) ---------------------------------------------------
+
+from tinycnn.augment import (  # noqa: E402
+    CutMix, Cutout, KorniaCrop, KorniaCutout, KorniaFlip, KorniaMixup, Mixup, RandomApply, RandomCrop, RandomFlip,
+)
+
+OPS = {
+    "crop": lambda: RandomCrop(3),
+    "flip": RandomFlip,
+    "cutout": lambda: Cutout(5),
+    "mixup": lambda: Mixup(0.4),
+    "cutmix": lambda: CutMix(1.0),
+    "cutmix_or_mixup": lambda: RandomApply(CutMix(1.0), 0.5, otherwise=Mixup(0.4)),
+    "gated_mixup": lambda: RandomApply(Mixup(0.4), 0.7),
+    "kornia_crop": lambda: KorniaCrop(3, 12),
+    "kornia_flip": KorniaFlip,
+    "kornia_cutout": lambda: KorniaCutout(5, 12),
+    "kornia_mixup": lambda: KorniaMixup(0.4),
+}
+
+
+def _batch(b=16, c=3, s=12):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(b, c, s, s, generator=gen)
+    return x, smooth_one_hot(torch.randint(0, 10, (b,), generator=gen), 10, 0.1)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_op_replays_its_params_exactly_and_apply_draws_nothing(name):
+    op, (x, t) = OPS[name](), _batch()
+    for seed in range(4):  # several seeds, so the coins of RandomApply land both ways
+        torch.manual_seed(seed)
+        called = op(x, t)
+        torch.manual_seed(seed)
+        params = op.sample(x.shape, x.device)
+        state = torch.get_rng_state()
+        replayed = [op(x, t, params=params) for _ in range(2)]
+        assert torch.equal(torch.get_rng_state(), state), "apply must not touch the RNG"
+        for xo, to in replayed:  # sample + apply is the call, and a replay repeats it
+            assert torch.equal(xo, called[0]) and torch.equal(to, called[1])
+
+
+def _kornia_crop_params(op: KorniaCrop, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> dict:
+    """kornia's crop params with the box moved to the given top-left offsets (padded-image
+    coordinates); ``src`` is (B, 4, 2) corners as (x, y), inclusive, clockwise from top-left."""
+    params = op.sample(x.shape, x.device)
+    h, w = x.shape[-2:]
+    x0, y0 = dx.view(-1).float(), dy.view(-1).float()
+    x1, y1 = x0 + w - 1, y0 + h - 1
+    params["src"] = torch.stack([torch.stack(p, -1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))], 1)
+    return params
+
+
+def test_kornia_and_tensor_crop_agree_given_the_same_offsets():
+    x, t = _batch(b=32)
+    tensor_op, kornia_op = RandomCrop(3), KorniaCrop(3, 12)
+    params = tensor_op.sample(x.shape, x.device)
+    params["dy"][:2], params["dx"][:2] = torch.tensor([[0], [6]]), torch.tensor([[6], [0]])  # the extremes too
+    ours, _ = tensor_op(x, t, params=params)
+    theirs, _ = kornia_op(x, t, params=_kornia_crop_params(kornia_op, x, params["dy"], params["dx"]))
+    assert torch.equal(ours, theirs)
+
+
+def test_kornia_crop_offsets_read_back_into_the_tensor_crop():
+    x, t = _batch()
+    kornia_op = KorniaCrop(3, 12)
+    params = kornia_op.sample(x.shape, x.device)
+    dx, dy = params["src"][:, 0].long().unbind(-1)
+    ours, _ = RandomCrop(3)(x, t, params={"dy": dy.view(-1, 1), "dx": dx.view(-1, 1)})
+    assert torch.equal(ours, kornia_op(x, t, params=params)[0])
+
+
+def test_kornia_and_tensor_flip_draw_the_same_coins():
+    # Both draw one uniform per image on the CPU generator and flip below 0.5.
+    x, t = _batch(b=64)
+    torch.manual_seed(0)
+    ours, _ = RandomFlip()(x, t)
+    torch.manual_seed(0)
+    theirs, _ = KorniaFlip()(x, t)
+    assert torch.equal(ours, theirs)
+
+
+def test_kornia_and_tensor_cutout_agree_on_an_interior_square():
+    x, t = _batch()
+    tensor_op, kornia_op = Cutout(5), KorniaCutout(5, 12)
+    cy, cx = torch.randint(2, 10, (16, 1, 1)), torch.randint(2, 10, (16, 1, 1))  # square fully inside
+    params = kornia_op.sample(x.shape, x.device)
+    params["ys"], params["xs"] = (cy - 2).view(-1).float(), (cx - 2).view(-1).float()
+    ours, _ = tensor_op(x, t, params={"cy": cy, "cx": cx})
+    assert torch.equal(ours, kornia_op(x, t, params=params)[0])
+
+
+def test_kornia_and_tensor_mixup_agree_with_complementary_lambdas():
+    # kornia weights the paired image by lambda, we weight the image itself: lam_k = 1 - lam.
+    x, t = _batch()
+    lam, perm = torch.rand(16), torch.randperm(16)
+    kornia_op = KorniaMixup(0.4)
+    params = kornia_op.sample(x.shape, x.device)
+    params["mixup_lambdas"], params["mixup_pairs"] = 1 - lam, perm
+    ours, theirs = Mixup(0.4)(x, t, params={"lam": lam, "perm": perm}), kornia_op(x, t, params=params)
+    assert torch.allclose(ours[0], theirs[0], atol=1e-6) and torch.allclose(ours[1], theirs[1], atol=1e-6)
+
+
+def test_backend_picks_an_implementation_per_op():
+    cfg = dict(crop_pad=2, flip=True, cutout=4, mixup_alpha=0.2)
+    tensor_ops = BatchAugment(AugmentConfig(**cfg), 10, 16).ops
+    kornia_ops = BatchAugment(AugmentConfig(backend="kornia", **cfg), 10, 16).ops
+    assert [type(op) for op in tensor_ops] == [RandomCrop, RandomFlip, Cutout, RandomApply]
+    assert [type(op) for op in kornia_ops] == [KorniaCrop, KorniaFlip, KorniaCutout, RandomApply]
+    assert isinstance(tensor_ops[-1].op, Mixup) and isinstance(kornia_ops[-1].op, KorniaMixup)
+    # CutMix is a tensor op in both backends, so with it on the kornia backend mixes with tensor ops too
+    both = BatchAugment(AugmentConfig(backend="kornia", mixup_alpha=0.2, cutmix_alpha=1.0), 10, 16).ops
+    assert [type(o) for o in (both[0].op.op, both[0].op.otherwise)] == [CutMix, Mixup]

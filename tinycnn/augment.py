@@ -25,6 +25,14 @@ Conventions shared by both backends:
 * targets come out as probability vectors: label smoothing is applied to each one-hot
   target *before* mixing, so a mixed target is the lambda-mix of two smoothed targets and
   always sums to 1.
+
+Structure (after kornia's augmentation base, issue #14): every op splits into ``sample``,
+which draws all its random numbers into a dict of tensors (kornia's ``forward_parameters``),
+and ``apply``, which is deterministic given that dict (kornia's ``apply_transform``);
+``op(x, targets, params=p)`` replays a call. A backend is a choice of implementation per
+op (``RandomCrop`` or ``KorniaCrop``, ...), made once in ``BatchAugment.__init__``; the
+call is then label smoothing followed by the list of ops. The random draws happen in the
+same order and amount as before this split, so seeded training runs are unchanged.
 """
 from __future__ import annotations
 
@@ -35,6 +43,8 @@ import torch.nn.functional as F
 
 BACKENDS = ("tensor", "kornia")
 
+Params = dict  # name -> tensor; a composite op nests its inner op's dict under "inner"
+
 
 def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """(1 - eps) on the true class plus eps / K everywhere: the target that
@@ -43,63 +53,263 @@ def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch
     return t * (1.0 - smoothing) + smoothing / num_classes
 
 
+class Op:
+    """One augmentation step on (images, targets). ``sample`` holds every random draw, so
+    ``apply`` can be replayed, inspected or handed parameters from another implementation."""
+
+    def sample(self, batch_shape: torch.Size, device: torch.device) -> Params:
+        return {}
+
+    def apply(self, x: torch.Tensor, targets: torch.Tensor, params: Params):
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor, params: Params | None = None):
+        if params is None:
+            params = self.sample(x.shape, x.device)
+        return self.apply(x, targets, params)
+
+
+class LabelSmoothing(Op):
+    """Int labels -> smoothed one-hot probability targets; the step every other op's targets come from."""
+
+    def __init__(self, num_classes: int, smoothing: float) -> None:
+        self.num_classes, self.smoothing = num_classes, smoothing
+
+    def apply(self, x, y, params):
+        return x, smooth_one_hot(y, self.num_classes, self.smoothing)
+
+
+# --- tensor implementations -------------------------------------------------------------
+
+
+class RandomCrop(Op):
+    """Translate each image by up to ``pad`` pixels (reflect padding), one gather per batch.
+    Params: ``dy``, ``dx`` (B, 1), the crop's top-left corner in the padded image."""
+
+    def __init__(self, pad: int) -> None:
+        self.pad = pad
+
+    def sample(self, batch_shape, device):
+        b, n = batch_shape[0], 2 * self.pad + 1
+        dy = torch.randint(0, n, (b, 1), device=device)
+        dx = torch.randint(0, n, (b, 1), device=device)
+        return {"dy": dy, "dx": dx}
+
+    def apply(self, x, targets, params):
+        b, c, h, w = x.shape
+        p = self.pad
+        padded = F.pad(x, (p, p, p, p), mode="reflect")
+        rows = (params["dy"] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+        cols = (params["dx"] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+        chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
+        return padded[batch, chan, rows, cols], targets
+
+
+class RandomFlip(Op):
+    """Mirror half of the images left-right. Params: ``flip`` (B, 1, 1, 1) bool."""
+
+    def sample(self, batch_shape, device):
+        return {"flip": torch.rand(batch_shape[0], 1, 1, 1, device=device) < 0.5}
+
+    def apply(self, x, targets, params):
+        return torch.where(params["flip"], x.flip(3), x), targets
+
+
+class Cutout(Op):
+    """Zero one ``size`` x ``size`` square per image, centred uniformly, clipped at borders.
+    Params: ``cy``, ``cx`` (B, 1, 1), the square's centre."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def sample(self, batch_shape, device):
+        b, _, h, w = batch_shape
+        cy = torch.randint(0, h, (b, 1, 1), device=device)
+        cx = torch.randint(0, w, (b, 1, 1), device=device)
+        return {"cy": cy, "cx": cx}
+
+    def apply(self, x, targets, params):
+        _, _, h, w = x.shape
+        s = self.size
+        y0, x0 = params["cy"] - s // 2, params["cx"] - s // 2
+        ys = torch.arange(h, device=x.device).view(1, h, 1)
+        xs = torch.arange(w, device=x.device).view(1, 1, w)
+        hole = (ys >= y0) & (ys < y0 + s) & (xs >= x0) & (xs < x0 + s)
+        return x.masked_fill(hole.unsqueeze(1), 0.0), targets
+
+
+class Mixup(Op):
+    """x' = lam * x + (1 - lam) * x[perm], same for targets; lam per sample ~ Beta(alpha, alpha).
+    Params: ``lam`` (B,), ``perm`` (B,)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def draw_lam(self, b: int, device) -> torch.Tensor:
+        return torch.distributions.Beta(self.alpha, self.alpha).sample((b,)).to(device)
+
+    def sample(self, batch_shape, device):
+        b = batch_shape[0]
+        lam = self.draw_lam(b, device)
+        return {"lam": lam, "perm": torch.randperm(b, device=device)}
+
+    def apply(self, x, targets, params):
+        b, lam, perm = x.shape[0], params["lam"], params["perm"]
+        lx = lam.view(b, 1, 1, 1).to(x.dtype)
+        lt = lam.view(b, 1).to(targets.dtype)
+        return lx * x + (1 - lx) * x[perm], lt * targets + (1 - lt) * targets[perm]
+
+
+class CutMix(Op):
+    """Paste one box from a shuffled batch; targets mix by the box's exact area.
+    Params: ``lam`` (), ``cy``, ``cx`` () the box centre, ``perm`` (B,)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def sample(self, batch_shape, device):
+        b, _, h, w = batch_shape
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample()
+        cy, cx = torch.randint(0, h, ()), torch.randint(0, w, ())
+        return {"lam": lam, "cy": cy, "cx": cx, "perm": torch.randperm(b, device=device)}
+
+    def apply(self, x, targets, params):
+        _, _, h, w = x.shape
+        lam, cy, cx, perm = params["lam"].item(), params["cy"].item(), params["cx"].item(), params["perm"]
+        cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        out = x.clone()
+        out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+        return out, kept * targets + (1 - kept) * targets[perm]
+
+
+class RandomApply(Op):
+    """One coin per batch: ``op`` when it lands below ``p``, else ``otherwise`` (or nothing).
+    The coin is drawn before the chosen op's own parameters. Params: ``applied`` () bool and
+    the chosen op's params under ``inner``."""
+
+    def __init__(self, op: Op, p: float, otherwise: Op | None = None) -> None:
+        self.op, self.p, self.otherwise = op, p, otherwise
+
+    def sample(self, batch_shape, device):
+        applied = torch.rand(()).item() < self.p  # a Python comparison, as before the split
+        chosen = self.op if applied else self.otherwise
+        inner = chosen.sample(batch_shape, device) if chosen is not None else {}
+        return {"applied": torch.tensor(applied), "inner": inner}
+
+    def apply(self, x, targets, params):
+        chosen = self.op if bool(params["applied"]) else self.otherwise
+        return chosen.apply(x, targets, params["inner"]) if chosen is not None else (x, targets)
+
+
+# --- kornia implementations of the same ops -------------------------------------------------
+
+
+class KorniaOp(Op):
+    """An image op done by a kornia module: ``sample`` is its ``forward_parameters`` (drawn on
+    the module's own RNG device, the CPU), ``apply`` its forward with those params."""
+
+    def __init__(self, module) -> None:
+        self.module = module
+
+    def sample(self, batch_shape, device):
+        return self.module.forward_parameters(torch.Size(batch_shape))
+
+    def apply(self, x, targets, params):
+        return self.module(x, params=params), targets
+
+
+class KorniaCrop(KorniaOp):
+    """RandomCrop's kornia twin. Params: kornia's; ``src`` (B, 4, 2) holds the crop's corners
+    as (x, y) in the padded image, so ``src[:, 0]`` is (dx, dy)."""
+
+    def __init__(self, pad: int, image_size: int) -> None:
+        import kornia.augmentation as K
+
+        size = (image_size, image_size)
+        super().__init__(K.RandomCrop(size, padding=pad, padding_mode="reflect"))
+
+
+class KorniaFlip(KorniaOp):
+    """RandomFlip's kornia twin. Params: kornia's; ``batch_prob`` (B,) is 1 where flipped."""
+
+    def __init__(self) -> None:
+        import kornia.augmentation as K
+
+        super().__init__(K.RandomHorizontalFlip())
+
+
+class KorniaCutout(KorniaOp):
+    """Cutout's kornia twin (RandomErasing, square kept inside the image). Params: kornia's
+    ``xs``, ``ys``, ``widths``, ``heights`` (B,), the erased box."""
+
+    def __init__(self, size: int, image_size: int) -> None:
+        import kornia.augmentation as K
+
+        area = size**2 / image_size**2
+        super().__init__(K.RandomErasing(scale=(area, area), ratio=(1.0, 1.0), value=0.0, p=1.0))
+
+
+class KorniaMixup(Op):
+    """Mixup's kornia twin: RandomMixUpV2 mixes the images with our Beta lambdas.
+    kornia weights the *paired* image by lambda, so targets mix as (1 - lam) * t + lam * t[pair].
+    Params: kornia's, with ``mixup_lambdas`` (B,) ~ Beta(alpha, alpha) and ``mixup_pairs`` (B,)."""
+
+    def __init__(self, alpha: float) -> None:
+        import kornia.augmentation as K
+
+        self.alpha = alpha
+        self.module = K.RandomMixUpV2(data_keys=["input"])
+
+    def sample(self, batch_shape, device):
+        params = self.module.forward_parameters(torch.Size(batch_shape))
+        params["mixup_lambdas"] = torch.distributions.Beta(self.alpha, self.alpha).sample((batch_shape[0],))
+        return params
+
+    def apply(self, x, targets, params):
+        x = self.module(x, params=params)
+        lam = params["mixup_lambdas"].to(targets.device, targets.dtype).view(-1, 1)
+        pair = params["mixup_pairs"].to(targets.device)
+        return x, (1 - lam) * targets + lam * targets[pair]
+
+
+# --- functional forms (one call = sample + apply) -------------------------------------------
+
+
 def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Translate each image by up to ``pad`` pixels (reflect padding), one gather per batch."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device)
-    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
-    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chan, rows, cols]
+    return RandomCrop(pad)(x, None)[0]
 
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
     """Mirror half of the images left-right."""
-    mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
-    return torch.where(mask, x.flip(3), x)
+    return RandomFlip()(x, None)[0]
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero one ``size`` x ``size`` square per image, centred uniformly, clipped at borders."""
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b, 1, 1), device=x.device)
-    cx = torch.randint(0, w, (b, 1, 1), device=x.device)
-    y0, x0 = cy - size // 2, cx - size // 2
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    hole = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
-    return x.masked_fill(hole.unsqueeze(1), 0.0)
+    return Cutout(size)(x, None)[0]
 
 
 def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float,
           lam: torch.Tensor | None = None, perm: torch.Tensor | None = None):
-    """x' = lam * x + (1 - lam) * x[perm], same for targets; lam per sample ~ Beta(alpha, alpha)."""
-    b = x.shape[0]
-    if lam is None:
-        lam = torch.distributions.Beta(alpha, alpha).sample((b,)).to(x.device)
-    if perm is None:
-        perm = torch.randperm(b, device=x.device)
-    lx = lam.view(b, 1, 1, 1).to(x.dtype)
-    lt = lam.view(b, 1).to(targets.dtype)
-    return lx * x + (1 - lx) * x[perm], lt * targets + (1 - lt) * targets[perm]
+    """x' = lam * x + (1 - lam) * x[perm], same for targets; lam per sample ~ Beta(alpha, alpha).
+    A ``lam`` or ``perm`` given is used as is; only the missing ones are drawn (lam first)."""
+    op, b = Mixup(alpha), x.shape[0]
+    lam = op.draw_lam(b, x.device) if lam is None else lam
+    perm = torch.randperm(b, device=x.device) if perm is None else perm
+    return op.apply(x, targets, {"lam": lam, "perm": perm})
 
 
 def cutmix(x: torch.Tensor, targets: torch.Tensor, alpha: float):
     """Paste one box from a shuffled batch; targets mix by the box's exact area."""
-    b, _, h, w = x.shape
-    lam = torch.distributions.Beta(alpha, alpha).sample().item()
-    cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-    cy, cx = torch.randint(0, h, ()).item(), torch.randint(0, w, ()).item()
-    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
-    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-    perm = torch.randperm(b, device=x.device)
-    out = x.clone()
-    out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
-    kept = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-    return out, kept * targets + (1 - kept) * targets[perm]
+    return CutMix(alpha)(x, targets)
+
+
+# --- the batch pipeline ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,66 +324,52 @@ class AugmentConfig:
     backend: str = "tensor"
 
 
+def image_ops(cfg: AugmentConfig, image_size: int) -> list[Op]:
+    """Crop, flip, Cutout in that order, each in the backend's implementation."""
+    kornia = cfg.backend == "kornia"
+    ops: list[Op] = []
+    if cfg.crop_pad:
+        ops.append(KorniaCrop(cfg.crop_pad, image_size) if kornia else RandomCrop(cfg.crop_pad))
+    if cfg.flip:
+        ops.append(KorniaFlip() if kornia else RandomFlip())
+    if cfg.cutout:
+        ops.append(KorniaCutout(cfg.cutout, image_size) if kornia else Cutout(cfg.cutout))
+    return ops
+
+
+def mix_op(cfg: AugmentConfig) -> Op | None:
+    """Mixup/CutMix behind the per-batch ``mix_prob`` coin; with both on, a second, fair coin
+    picks CutMix (below 0.5) or Mixup. CutMix is a tensor op in both backends, so kornia's
+    Mixup is used only when ``cutmix_alpha`` is 0."""
+    if not (cfg.mixup_alpha or cfg.cutmix_alpha):
+        return None
+    if cfg.mixup_alpha and cfg.cutmix_alpha:
+        mixer: Op = RandomApply(CutMix(cfg.cutmix_alpha), 0.5, otherwise=Mixup(cfg.mixup_alpha))
+    else:
+        mixer = CutMix(cfg.cutmix_alpha) if cfg.cutmix_alpha else Mixup(cfg.mixup_alpha)
+    gated = RandomApply(mixer, cfg.mix_prob)
+    if cfg.backend == "kornia" and not cfg.cutmix_alpha:
+        # As the kornia path always did: when its own coin says no, the tensor path's coin is
+        # tossed again, so a batch is mixed with chance p(2 - p). Kept for seeded reproducibility.
+        return RandomApply(KorniaMixup(cfg.mixup_alpha), cfg.mix_prob, otherwise=gated)
+    return gated
+
+
 class BatchAugment:
-    """Turn a float batch and int labels into augmented images and probability targets."""
+    """Turn a float batch and int labels into augmented images and probability targets.
+    Everything is decided here, once: the call is label smoothing, then the list of ops."""
 
     def __init__(self, cfg: AugmentConfig, num_classes: int, image_size: int) -> None:
         if cfg.backend not in BACKENDS:
             raise ValueError(f"unknown augmentation backend {cfg.backend!r}; accepted: {', '.join(BACKENDS)}")
         self.cfg = cfg
         self.num_classes = num_classes
-        self._kornia = self._build_kornia(cfg, image_size) if cfg.backend == "kornia" else None
-
-    @staticmethod
-    def _build_kornia(cfg: AugmentConfig, size: int) -> dict:
-        import kornia.augmentation as K
-
-        mods = {}
-        if cfg.crop_pad:
-            mods["crop"] = K.RandomCrop((size, size), padding=cfg.crop_pad, padding_mode="reflect")
-        if cfg.flip:
-            mods["flip"] = K.RandomHorizontalFlip()
-        if cfg.cutout:
-            area = cfg.cutout**2 / size**2
-            mods["cutout"] = K.RandomErasing(scale=(area, area), ratio=(1.0, 1.0), value=0.0, p=1.0)
-        if cfg.mixup_alpha:
-            mods["mixup"] = K.RandomMixUpV2(data_keys=["input", "class"])
-        return mods
+        self.smoothing = LabelSmoothing(num_classes, cfg.label_smoothing)
+        mix = mix_op(cfg)
+        self.ops: list[Op] = image_ops(cfg, image_size) + ([mix] if mix is not None else [])
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.cfg
-        targets = smooth_one_hot(y, self.num_classes, cfg.label_smoothing)
-        if self._kornia is not None:
-            return self._call_kornia(x, y, targets)
-        if cfg.crop_pad:
-            x = random_crop(x, cfg.crop_pad)
-        if cfg.flip:
-            x = random_flip(x)
-        if cfg.cutout:
-            x = cutout(x, cfg.cutout)
-        return self._mix(x, targets)
-
-    def _mix(self, x: torch.Tensor, targets: torch.Tensor):
-        cfg = self.cfg
-        if not (cfg.mixup_alpha or cfg.cutmix_alpha) or torch.rand(()).item() >= cfg.mix_prob:
-            return x, targets
-        use_cutmix = cfg.cutmix_alpha and (not cfg.mixup_alpha or torch.rand(()).item() < 0.5)
-        if use_cutmix:
-            return cutmix(x, targets, cfg.cutmix_alpha)
-        return mixup(x, targets, cfg.mixup_alpha)
-
-    def _call_kornia(self, x, y, targets):
-        k = self._kornia
-        for name in ("crop", "flip", "cutout"):
-            if name in k:
-                x = k[name](x)
-        cfg = self.cfg
-        if "mixup" in k and not cfg.cutmix_alpha and torch.rand(()).item() < cfg.mix_prob:
-            params = k["mixup"].forward_parameters(x.shape)
-            # kornia weights the *paired* image by lambda; we draw it from Beta(alpha, alpha)
-            params["mixup_lambdas"] = torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample((x.shape[0],))
-            x, lab = k["mixup"](x, y, params=params)
-            lam = lab[:, 2].to(targets.dtype).view(-1, 1)
-            pair = params["mixup_pairs"].to(targets.device)
-            return x, (1 - lam) * targets + lam * targets[pair]
-        return self._mix(x, targets)
+        x, targets = self.smoothing(x, y)
+        for op in self.ops:
+            x, targets = op(x, targets)
+        return x, targets
