@@ -8,6 +8,7 @@ not multiply-adds of weights.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -57,13 +58,17 @@ class PhaseCost:
         return max(0, self.params - self.budget)
 
 
+def require_positive_budget(budget: int) -> int:
+    """A budget of zero or less fits nothing; saying so beats printing "over by" for every phase."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not budget >= 1:
+        raise BudgetError(f"budget must be a positive number of parameters, got {budget}")
+    return budget
+
+
 def phase_cost(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
+    budget = require_positive_budget(budget if budget is not None else dataset_info(spec.dataset).budget)
     model = build(spec)
-    return PhaseCost(
-        params=count_params(model),
-        macs=count_macs(model, spec.dataset),
-        budget=budget if budget is not None else dataset_info(spec.dataset).budget,
-    )
+    return PhaseCost(params=count_params(model), macs=count_macs(model, spec.dataset), budget=budget)
 
 
 def check_budget(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
@@ -85,6 +90,15 @@ def _params_of(spec: PhaseSpec) -> int:
         return count_params(build(spec))
 
 
+def _refuse_unreachable(spec: PhaseSpec, budget: int, max_width: float, params: int) -> None:
+    """If even the widest multiplier fits, "the widest that fits" would be a silent cap, not a fit."""
+    if params <= budget:
+        raise BudgetError(
+            f"budget {budget:,} is larger than phase {spec.name!r} ({spec.dataset}) can use at up to "
+            f"x{max_width} ({params:,} params there); a bigger max_width or another phase is needed"
+        )
+
+
 @dataclass(frozen=True)
 class WidthFit:
     width: float
@@ -101,8 +115,7 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
     *nearly* monotone. So: bisect for the boundary, then scan a window of grid points
     above it from the top down and take the widest that fits.
     """
-    if budget < 1:
-        raise SpecError(f"budget must be a positive parameter count, got {budget}")
+    require_positive_budget(budget)
     if step <= 0 or max_width < step:
         raise SpecError(f"need 0 < step <= max_width, got step={step}, max_width={max_width}")
 
@@ -115,6 +128,7 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
             f"phase {spec.name!r} cannot fit {budget:,} parameters at any width "
             f"(narrowest, x{step}, has {params_at(1):,}); choose a larger budget or a smaller phase"
         )
+    _refuse_unreachable(spec, budget, round(n_steps * step, 6), params_at(n_steps))
     lo, hi = 1, n_steps  # invariant: params_at(lo) fits
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -4,13 +4,13 @@ Computed from the specs every time, so no table anywhere is typed by hand.
 """
 from __future__ import annotations
 
-from .budget import phase_cost
+from .budget import phase_cost, require_positive_budget
 from .datasets import dataset_info
 from .ladders import ladder
 
 
 def phase_rows(dataset: str, budget: int | None = None) -> list[dict]:
-    budget = budget if budget is not None else dataset_info(dataset).budget
+    budget = require_positive_budget(budget if budget is not None else dataset_info(dataset).budget)
     rows = []
     for phase in ladder(dataset):
         cost = phase_cost(phase, budget)

@@ -79,6 +79,15 @@ class BlockSpec:
             raise SpecError(f"kernel size must be odd and >= 1, got k{self.kernel}")
         if self.stride not in (1, 2):
             raise SpecError(f"stride must be 1 or 2, got s{self.stride}")
+        self._check_se()
+
+    def _check_se(self) -> None:
+        """SE squeezes the block's channels: a bottleneck wider than the block only adds parameters."""
+        if self.se and self.kind not in _CONV_KINDS:
+            raise SpecError(f"block {self.kind!r} takes no squeeze-excite option; {_GRAMMAR_HELP}")
+        if self.se and not 1 <= self.se <= self.out:
+            raise SpecError(f"block {str(self)!r}: squeeze-excite bottleneck se{self.se} must be "
+                            f"1..{self.out} (at most the block's width c{self.out})")
 
     def __str__(self) -> str:
         if self.kind in ("max", "blur"):
@@ -146,6 +155,27 @@ def format_arch(blocks: tuple[BlockSpec, ...], head: str = "gap") -> str:
     return " ".join([*(str(b) for b in blocks), head])
 
 
+def min_input_size(block: BlockSpec) -> int:
+    """The smallest square input, in pixels, the block's torch ops accept.
+
+    A 2x2 max-pool needs 2x2. BlurPool's stride-1 2x2 max leaves h-1, and its reflect
+    padding needs that >= 2 (the pad must be smaller than the input): 3x3. Convs pad
+    k//2 and run on 1x1.
+    """
+    return {"max": 2, "blur": 3}.get(block.kind, 1)
+
+
+def output_size(block: BlockSpec, h: int) -> int:
+    """Side of the block's output for an h x h input, as the built modules compute it."""
+    if block.kind == "max":
+        return h // 2
+    if block.kind == "blur":  # max 2x2 stride 1 (h-1), reflect pad 1 (h+1), 3x3 conv stride 2
+        return (h - 1 + 2 - 3) // 2 + 1
+    if block.kind in _CONV_KINDS:  # the 1x1 half of dw/sep and the SE gate keep the size
+        return (h + 2 * (block.kernel // 2) - block.kernel) // block.stride + 1
+    return h  # dropout
+
+
 @dataclass(frozen=True)
 class PhaseSpec:
     """A named architecture for one dataset, with the one-line change from the phase before."""
@@ -163,6 +193,23 @@ class PhaseSpec:
             raise SpecError(f"unknown head {self.head!r}; accepted: {', '.join(HEADS)}")
         if not any(b.kind in _CONV_KINDS for b in self.blocks):
             raise SpecError(f"phase {self.name!r} has no conv block")
+        self._check_spatial()
+
+    def _check_spatial(self) -> None:
+        """Refuse a layout that downsamples its images away: caught here, it would otherwise
+        crash only at the first training step."""
+        info = dataset_info(self.dataset)
+        sizes = [info.size]
+        for i, block in enumerate(self.blocks, 1):
+            h, need = sizes[-1], min_input_size(block)
+            if h < need:
+                raise SpecError(
+                    f"phase {self.name!r} downsamples {info.size}x{info.size} {info.name} images too far: "
+                    f"block {i} of {len(self.blocks)} ('{block}') receives {h}x{h} pixels "
+                    f"(sizes {' -> '.join(map(str, sizes))}) but needs at least {need}x{need}; "
+                    f"accepted inputs: max >= 2x2, blur >= 3x3, conv blocks >= 1x1; "
+                    f"remove a max/blur or stride-2 block")
+            sizes.append(output_size(block, h))
 
     @classmethod
     def from_arch(cls, name: str, dataset: str, arch: str, change: str = "") -> "PhaseSpec":
@@ -185,7 +232,7 @@ class PhaseSpec:
         project's AVX-512 CPU widths in multiples of 8 trained 1.3-1.4x faster than
         10-14 (README, Training speed). Not timm's make_divisible, whose "never below 90%"
         bump would push nearly every width of a tiny net from 8-15 up to 16.
-        SE bottlenecks are left unrounded (they are 1x1 convs on a 1x1 map).
+        SE bottlenecks are left unrounded (they are 1x1 convs on a 1x1 map), capped at the block's width.
         """
         if width <= 0:
             raise SpecError(f"width multiplier must be > 0, got {width}")
@@ -196,7 +243,8 @@ class PhaseSpec:
             if b.kind not in _CONV_KINDS:
                 return b
             out = max(multiple, round(b.out * width / multiple) * multiple)
-            return replace(b, out=out, se=max(1, round(b.se * width)) if b.se else 0)
+            se = min(out, max(1, round(b.se * width))) if b.se else 0  # rounding out may undercut se
+            return replace(b, out=out, se=se)
 
         return replace(self, blocks=tuple(scale(b) for b in self.blocks))
 
@@ -207,6 +255,9 @@ class PhaseSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "PhaseSpec":
         try:
-            return cls.from_arch(d["name"], d["dataset"], d["arch"], d.get("change", ""))
-        except (KeyError, TypeError) as e:
+            fields = [d["name"], d["dataset"], d["arch"], d.get("change", "")]
+        except (KeyError, TypeError, AttributeError) as e:
             raise SpecError(f"spec record {d!r} lacks name/dataset/arch") from e
+        if not all(isinstance(f, str) for f in fields):
+            raise SpecError(f"spec record {d!r}: name, dataset, arch and change must be strings")
+        return cls.from_arch(*fields)
