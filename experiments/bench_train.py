@@ -1,7 +1,7 @@
 """Training throughput on this device: per phase, per augmentation backend, SAM on/off,
 NCHW vs channels_last, batch size, bf16 autocast.
 
-Every number comes from tinycnn's real training loop (`tinycnn.train.train`, one short
+Every number comes from tinycnn's real training loop (`tinycnn.engine.fit`, one short
 epoch on a slice of the real data), so what is measured is what a run gets. Results go
 to experiments/results/bench-<device>.json.
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,8 @@ from tinycnn.budget import fit_width
 from tinycnn.data import Splits, load_splits
 from tinycnn.datasets import dataset_info
 from tinycnn.recipe import load_recipe
-from tinycnn.train import device_description, resolve_device, train
+from tinycnn.device import device_description, resolve_device
+from tinycnn.engine import fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,9 +40,8 @@ def best_images_per_s(runs: dict, splits: Splits, device, repeats: int) -> dict[
     best = dict.fromkeys(runs, 0.0)
     for _ in range(repeats):
         for name, (phase, recipe) in runs.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                m = train(phase, recipe, tmp, splits=splits, device=device, quiet=True)
-            best[name] = max(best[name], m["history"][0]["images_per_s"])
+            result = fit(phase, recipe, splits, device=device)
+            best[name] = max(best[name], result.history[0]["images_per_s"])
     return {name: round(v, 1) for name, v in best.items()}
 
 

@@ -73,8 +73,7 @@ for i, (name, cfg) in enumerate(rows.items()):
     axes[i, 0].text(-4, 16, name, ha="right", va="center")"""),
         ("md", "A short MNIST run of the final phase (≤ 1,500 parameters), with training curves."),
         ("code", """from tinycnn.data import Splits, load_splits
-from tinycnn.train import train
-import tempfile
+from tinycnn.engine import fit
 s = load_splits("mnist", val_size=1000)
 n = 1024 if SMALL else 8192
 small = Splits(s.info, s.train.subset(n), s.val, s.test.subset(2000))
@@ -84,13 +83,14 @@ for name, r in {"plain": Recipe(epochs=epochs, schedule="constant", lr=0.05),
                 "one-cycle + crop": Recipe(epochs=epochs, crop_pad=2),
                 "+ SWA": Recipe(epochs=epochs, crop_pad=2, swa=True, swa_start=0.5),
                 "+ SAM": Recipe(epochs=epochs, crop_pad=2, sam_rho=0.05)}.items():
-    runs[name] = train(tinycnn.get_phase("mnist", "final"), r, tempfile.mkdtemp(), splits=small, quiet=True)
-    print(f"{name:18} val {runs[name]['val_accuracy']:.4f}  ({runs[name]['train_time_s']:.0f} s)")"""),
+    runs[name] = fit(tinycnn.get_phase("mnist", "final"), r, small)  # no files: the model comes back
+    print(f"{name:18} val {runs[name].val_accuracy:.4f} ({runs[name].weights} weights, "
+          f"{runs[name].train_time:.0f} s)")"""),
         ("code", """fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-for name, m in runs.items():
-    ep = [h["epoch"] for h in m["history"]]
-    axes[0].plot(ep, [h["train_loss"] for h in m["history"]], "o-", label=name)
-    axes[1].plot(ep, [h["val_acc"] for h in m["history"]], "o-", label=name)
+for name, result in runs.items():
+    ep = [h["epoch"] for h in result.history]
+    axes[0].plot(ep, [h["train_loss"] for h in result.history], "o-", label=name)
+    axes[1].plot(ep, [h["val_acc"] for h in result.history], "o-", label=name)
 axes[0].set_title("train loss"); axes[1].set_title("val accuracy (current weights)")
 axes[1].legend();"""),
     ],

@@ -22,7 +22,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "histories.json"
 # name -> (dataset, phase, train/val/test images, recipe fields, teacher phase or None)
 CASES: dict[str, tuple] = {
     "sam_swa": ("mnist", "final", (512, 200, 200),
-                dict(epochs=3, batch_size=64, sam_rho=0.05, swa=True, swa_start=0.5, swa_lr=0.02, seed=1), None),
+                dict(epochs=3, batch_size=64, sam_rho=0.05, sam_gradient="sum", swa=True, swa_start=0.5, swa_lr=0.02, seed=1), None),
     "ema_cosine_warmup": ("mnist", "final", (512, 200, 200),
                           dict(epochs=2, batch_size=64, ema_decay=0.9, schedule="cosine", warmup_epochs=1,
                                min_lr_ratio=0.05, seed=2), None),

@@ -24,7 +24,7 @@ def test_python_dash_m_runs_the_cli_and_records_a_retypeable_command():
     r = subprocess.run([sys.executable, "-m", "tinycnn", "phases", "cifar10", "--json"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout)
-    import tinycnn.runs as runs
+    import tinycnn.results as runs
     argv = sys.argv
     try:
         sys.argv = ["/x/tinycnn/__main__.py", "train", "mnist"]

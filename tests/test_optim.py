@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from tinycnn import build, get_phase
-from tinycnn.optim import SAM, bn_frozen, lr_factor, make_optimizer, param_groups
+from tinycnn.optim import Optimization, lr_factor, param_groups
+from tinycnn.stepper import SAM, bn_frozen
 from tinycnn.recipe import Recipe
 
 
@@ -63,11 +64,45 @@ def test_linear_lr_scaling():
 @pytest.mark.parametrize("name", ["sgd", "adamw", "radam"])
 def test_optimizers_build_and_step(name):
     model = build(get_phase("mnist", "final"))
-    opt = make_optimizer(model, Recipe(optimizer=name, lookahead=(name == "radam"), lr=0.01))
+    r = Recipe(optimizer=name, lookahead=(name == "radam"), lr=0.01)
+    optim = Optimization(model, r.optimizer_config(), r.schedule_config(), 100, 10)
     model(torch.rand(4, 1, 28, 28)).sum().backward()
     before = [p.detach().clone() for p in model.parameters()]
-    opt.step()
+    optim.optimizer.step()
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    optim.load_state_dict(optim.state_dict())  # checkpointable, Lookahead included
+
+
+def test_lookahead_matches_torch_optimizer_and_resumes():
+    """Our post-step Lookahead does torch-optimizer's arithmetic exactly, and survives a
+    state_dict round trip mid-cycle (torch-optimizer's own cannot state_dict under torch 2.14)."""
+    import torch_optimizer
+    from tinycnn.optim import Lookahead
+
+    def run(make, steps, resume_at=None):
+        torch.manual_seed(0)
+        w = nn.Parameter(torch.randn(6))
+        opt, saved = make([w]), None
+        for i in range(steps):
+            if i == resume_at:
+                saved = opt[1].state_dict() if isinstance(opt, tuple) else None
+            o = opt[0] if isinstance(opt, tuple) else opt
+            o.zero_grad()
+            (w ** 2 * torch.arange(6.0)).sum().backward()
+            o.step()
+        return w.detach().clone(), saved
+
+    theirs, _ = run(lambda ps: torch_optimizer.Lookahead(torch.optim.SGD(ps, lr=0.1, momentum=0.9), k=5, alpha=0.5), 13)
+
+    def ours(ps):
+        base = torch.optim.SGD(ps, lr=0.1, momentum=0.9)
+        return base, Lookahead(base, k=5, alpha=0.5)
+
+    mine, _ = run(ours, 13)
+    assert torch.equal(mine, theirs)
+    la = Lookahead(torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1))
+    la.load_state_dict({"counter": 3, "slow": [torch.ones(2)]})
+    assert la.state_dict()["counter"] == 3 and torch.equal(la.state_dict()["slow"][0], torch.ones(2))
 
 
 def test_sam_ascends_by_rho_then_restores_exactly():
@@ -108,3 +143,23 @@ def test_bn_frozen_keeps_running_stats():
     assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
     assert out.mean().abs() < 0.1  # still normalised with the batch's own statistics
     assert bn.momentum == 0.1
+
+
+@pytest.mark.parametrize("variant,expected_grad", [("perturbed", lambda a, w, r: a * (w + r)),
+                                                    ("sum", lambda a, w, r: a * w + a * (w + r))])
+def test_sam_stepper_update_uses_the_declared_gradient(variant, expected_grad):
+    """Textbook SAM steps with g(w + e) alone; round 1's engine (kept as sam_gradient="sum"
+    for its committed runs) added g(w) to it, because it never cleared the first gradient."""
+    from tinycnn.stepper import StepConfig, make_stepper
+
+    a, w0, rho, lr = 3.0, 2.0, 0.1, 0.01
+    model = nn.Module()
+    model.w = nn.Parameter(torch.tensor([w0]))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    stepper = make_stepper(model, model, opt, StepConfig(sam_rho=rho, sam_gradient=variant), torch.device("cpu"))
+
+    def objective(forward, x, targets):
+        return (0.5 * a * model.w ** 2).sum(), torch.zeros(1, 2)
+
+    stepper.step(objective, None, None)
+    assert model.w.item() == pytest.approx(w0 - lr * expected_grad(a, w0, rho))

@@ -7,7 +7,8 @@ import pytest
 from tinycnn.errors import CheckpointError
 from tinycnn import build, count_params, get_phase
 from tinycnn.figures import write_figures
-from tinycnn.pipeline import ablation_steps, run_ablation, run_ladder, with_blurpool, without_se_and_blur
+from tinycnn.pipeline import RunRequest, run_or_reuse
+from tinycnn.studies import ablation_steps, run_ablation, run_ladder, with_blurpool, without_se_and_blur
 from tinycnn.report import results_markdown, summarize, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,14 +85,14 @@ def test_ladder_then_report_and_figures(results):
     run_ladder("mnist", overrides=TINY, seeds=1, final_seeds=1, phases=["deep"], log=lambda s: None)
     assert (results / "mnist/deep/seed0/metrics.json").stat().st_mtime == before
     # ... but never a finished run of another architecture
-    from tinycnn.pipeline import run_or_reuse
     from tinycnn.recipe import load_recipe
     with pytest.raises(CheckpointError, match="holds a finished run of `conv_k3_c8"):
-        run_or_reuse(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY), results / "mnist/deep/seed0")
+        run_or_reuse(RunRequest(get_phase("mnist", "plain"), load_recipe("mnist", "default", TINY),
+                                results / "mnist/deep/seed0"))
     # ... nor one of the same network trained with another recipe (`sam` is `deep` + SAM)
     with pytest.raises(CheckpointError, match="recipe 'sam', not 'default'"):
-        run_or_reuse(get_phase("mnist", "deep"), load_recipe("mnist", "default", TINY), results / "mnist/sam/seed0",
-                     recipe_name="default")
+        run_or_reuse(RunRequest(get_phase("mnist", "deep"), load_recipe("mnist", "default", TINY),
+                                results / "mnist/sam/seed0", recipe_name="default"))
 
     # the KD step of the ablation finds the ladder's `blur` model (the phase before the final) as its teacher
     out = run_ablation("mnist", epochs=1, extra=TINY[1:], steps=["plain", "blurpool", "kd"], log=lambda s: None)
@@ -108,9 +109,9 @@ def test_ladder_then_report_and_figures(results):
     (results / "teacher.pt").rename(results / "mnist/blur/seed0/model.pt")
 
     # a teacher can also be named by its ladder phase
-    from tinycnn.runs import resolve_teacher_path
+    from tinycnn.pipeline import resolve_teacher_path
     assert resolve_teacher_path(get_phase("mnist", "final"), "blur") == results / "mnist/blur/seed0/model.pt"
-    with pytest.raises(CheckpointError, match="tinycnn train mnist --phase dw"):
+    with pytest.raises(CheckpointError, match="tinycnn ladder mnist --phases dw"):
         resolve_teacher_path(get_phase("mnist", "final"), "dw")
 
 
@@ -157,7 +158,8 @@ def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
 
 def test_teacher_is_recorded_relative_to_the_repo_and_found_from_any_cwd(tmp_path, monkeypatch):
     from tinycnn.recipe import load_recipe
-    from tinycnn.runs import REPO_ROOT, attach_teacher, resolve_teacher_path
+    from tinycnn.pipeline import attach_teacher, resolve_teacher_path
+    from tinycnn.results import REPO_ROOT
 
     monkeypatch.delenv("TINYCNN_RESULTS", raising=False)  # the committed ladder's `se` model teaches
     monkeypatch.chdir(tmp_path)
@@ -179,7 +181,7 @@ def test_display_command_names_the_phase_a_recorded_final_meant():
 def test_recorded_commands_quote_an_arch_string_so_it_pastes_back():
     import shlex
     from tinycnn.report import display_command
-    from tinycnn.runs import as_user_command
+    from tinycnn.results import as_user_command
     argv = ["/x/tinycnn/__main__.py", "train", "mnist", "--arch", "conv_k3_c8 max gap", "--seed", "0"]
     recorded = as_user_command(argv)
     assert shlex.split(recorded)[1:] == argv[1:]

@@ -13,7 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .datasets import DATASETS
-from .errors import SpecError, TinyCNNError
+from .errors import RunInterrupted, SpecError, TinyCNNError
+
+DESCRIPTION = ("Build, train, verify and report tiny CNNs for MNIST (<= 1,500 parameters) and "
+               "CIFAR-10 (<= 140,000), one declared phase at a time.")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -21,6 +24,11 @@ err_console = Console(stderr=True)
 
 def _dataset_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}")
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own; on a busy machine 1 per run is much faster)")
 
 
 def cmd_phases(args: argparse.Namespace) -> int:
@@ -64,7 +72,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinycnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tinycnn", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phases", help="list a ladder's phases with params, MACs and budget status")
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_training_commands(sub) -> None:
     p = sub.add_parser("train", help="train one phase with a recipe; writes model.pt and metrics.json")
     p.add_argument("dataset", nargs="?", help=f"one of: {', '.join(DATASETS)} (omit with --resume)")
-    p.add_argument("--phase", default="final", help="a phase of the ladder (default: final)")
+    p.add_argument("--phase", default=None, help="a phase of the ladder (default: final)")
     p.add_argument("--arch", default=None, help="train a custom architecture string instead of a phase")
     p.add_argument("--recipe", default=None,
                    help="a recipe name in experiments/recipes/<dataset>.toml, or a .toml path "
@@ -100,13 +108,16 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one recipe field (repeatable), e.g. --set epochs=5")
     p.add_argument("--seed", type=int, default=None, help="shorthand for --set seed=N")
-    p.add_argument("--out", default=None, help="run directory (default: experiments/results/<dataset>/<phase>/seed<k>)")
-    p.add_argument("--force", action="store_true", help="overwrite a finished run directory")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<dataset>/<phase>/seed<k>; "
+                                                  "$TINYCNN_RUNS replaces runs/)")
+    p.add_argument("--force", action="store_true",
+                   help="start over: move the run already in the directory aside (to .replaced-<name>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run from its checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--data-dir", default=None, help="folder with <dataset>.npz (default: $TINYCNN_DATA or ~/.cache/tinycnn)")
     p.add_argument("--budget", type=int, default=None, help="refuse to train a model over this many parameters")
     p.add_argument("--quiet", action="store_true", help="log lines only, no live display")
+    _threads_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a model file")
@@ -117,10 +128,11 @@ def _add_training_commands(sub) -> None:
                    help="size of the validation split; default: the model's metrics.json recipe")
     p.add_argument("--split-seed", type=int, default=None,
                    help="seed that drew the validation split; default: the model's metrics.json recipe")
-    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images (CIFAR-10)")
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images (CIFAR-10 only)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    _threads_arg(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -134,6 +146,7 @@ def _add_study_commands(sub) -> None:
     p.add_argument("--phases", default=None, help="comma-separated subset of phases")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
+    _threads_arg(p)
     p.set_defaults(func=cmd_ladder)
 
     p = sub.add_parser("ablate", help="add one technique at a time on the final architecture")
@@ -144,6 +157,7 @@ def _add_study_commands(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
+    _threads_arg(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("report", help="write report.md/.json and figures from committed runs")
@@ -153,9 +167,11 @@ def _add_study_commands(sub) -> None:
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:
-    from .pipeline import run_ladder
+    from .device import set_threads
+    from .studies import run_ladder
     from .report import write_report
 
+    set_threads(args.threads)
     phases = args.phases.split(",") if args.phases else None
     run_ladder(args.dataset, args.recipe, args.overrides, args.seeds, args.final_seeds, phases,
                data_dir=args.data_dir, device=args.device, log=console.print)
@@ -164,9 +180,11 @@ def cmd_ladder(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .pipeline import run_ablation
+    from .device import set_threads
+    from .studies import run_ablation
     from .report import write_report
 
+    set_threads(args.threads)
     steps = args.steps.split(",") if args.steps else None
     run_ablation(args.dataset, args.epochs, args.seed, args.overrides, steps,
                  data_dir=args.data_dir, device=args.device, log=console.print)
@@ -189,86 +207,160 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .budget import check_budget
-    from .checkpoint import load_checkpoint
-    from .ladders import get_phase, recipe_for
-    from .recipe import Recipe, load_recipe
-    from .runs import attach_teacher, invoked_command, run_dir_for
-    from .spec import PhaseSpec
-    from .train import train
+    from .device import set_threads
+    from .pipeline import run_or_reuse
 
-    command = invoked_command()
-    if args.resume:
-        ckpt = load_checkpoint(Path(args.resume) / "checkpoint.pt")
-        spec, recipe = PhaseSpec.from_dict(ckpt["spec"]), Recipe.from_dict(ckpt["recipe"])
-        run_dir, recipe_name = Path(args.resume), ""
-    else:
-        if not args.dataset:
-            raise SpecError(f"train needs a dataset ({', '.join(DATASETS)}) or --resume RUN_DIR")
-        overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
-        spec = (PhaseSpec.from_arch("custom", args.dataset, args.arch, "custom architecture")
-                if args.arch else get_phase(args.dataset, args.phase))
-        recipe_name = args.recipe or recipe_for(spec)
-        recipe = load_recipe(args.dataset, recipe_name, overrides)
-        tag = "" if recipe_name == recipe_for(spec) else Path(recipe_name).stem
-        run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, tag=tag)
-        if (run_dir / "metrics.json").exists() and not args.force:
-            raise TinyCNNError(f"{run_dir} already holds a finished run; pass --force to overwrite or --out DIR")
-        if (run_dir / "checkpoint.pt").exists() and not args.force:
-            raise TinyCNNError(f"{run_dir} holds an unfinished run; continue it with --resume {run_dir}, "
-                               f"or pass --force to start over")
+    set_threads(args.threads)
+    req, mode = (_resume_request(args), "resume") if args.resume else (_new_request(args), "force" if args.force else "new")
     if args.budget is not None:
-        check_budget(spec, args.budget)
-    recipe, teacher = attach_teacher(spec, recipe)
-    metrics = train(spec, recipe, run_dir, data_dir=args.data_dir, device=args.device, teacher=teacher,
-                    resume=bool(args.resume), quiet=args.quiet, command=command, recipe_name=recipe_name)
-    console.print(f"[bold green]{spec.dataset}/{spec.name}[/]: test accuracy "
-                  f"{metrics['test_accuracy']:.2%} ({metrics['final_weights']} weights, "
-                  f"{metrics['params']:,} params) -> {run_dir}")
+        check_budget(req.spec, args.budget)
+    metrics = run_or_reuse(req, mode)
+    console.print(f"[bold green]{req.label}[/]: test accuracy {metrics['test_accuracy']:.2%} "
+                  f"({metrics['final_weights']} weights, {metrics['params']:,} params) -> {req.run_dir}")
     return 0
 
 
-def _training_split(args: argparse.Namespace) -> tuple[int, int]:
+def _train_spec(args: argparse.Namespace, dataset: str):
+    from .ladders import get_phase
+    from .spec import PhaseSpec
+
+    if args.arch is None:
+        return get_phase(dataset, args.phase or "final")
+    if args.phase is not None:
+        raise SpecError("give --phase or --arch, not both")
+    if not args.arch.strip():
+        raise SpecError("--arch is empty; give block strings ending with a head, e.g. --arch 'conv_k3_c8 max sep_k3_c16 gap'")
+    return PhaseSpec.from_arch("custom", dataset, args.arch, "custom architecture")
+
+
+def _new_request(args: argparse.Namespace):
+    from .ladders import recipe_for
+    from .pipeline import RunRequest
+    from .recipe import load_recipe
+    from .results import invoked_command, run_dir_for, user_runs_root
+
+    if not args.dataset:
+        raise SpecError(f"train needs a dataset ({', '.join(DATASETS)}) or --resume RUN_DIR")
+    spec = _train_spec(args, args.dataset)
+    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    recipe_name = args.recipe or recipe_for(spec)
+    recipe = load_recipe(args.dataset, recipe_name, overrides)
+    tag = "" if recipe_name == recipe_for(spec) else Path(recipe_name).stem
+    run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, root=user_runs_root(), tag=tag)
+    return RunRequest(spec, recipe, run_dir, recipe_name=recipe_name, command=invoked_command() or "",
+                      data_dir=args.data_dir, device=args.device, quiet=args.quiet)
+
+
+def _resume_request(args: argparse.Namespace):
+    """The checkpoint decides everything; a flag that says otherwise is refused by name."""
+    from .checkpoint import load_checkpoint
+    from .pipeline import RunRequest
+    from .recipe import Recipe
+    from .spec import PhaseSpec
+
+    run_dir = Path(args.resume)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    spec, recipe = PhaseSpec.from_dict(ckpt["spec"]), Recipe.from_dict(ckpt["recipe"])
+    conflicts = _resume_conflicts(args, spec, recipe, run_dir)
+    if conflicts:
+        raise SpecError(f"--resume continues {run_dir} exactly as its checkpoint records; these flags contradict "
+                        f"it: {'; '.join(conflicts)}. Drop them, or start a new run (without --resume)")
+    return RunRequest(spec, recipe, run_dir, recipe_name=ckpt.get("recipe_name", ""),
+                      data_dir=args.data_dir, device=args.device, quiet=args.quiet)
+
+
+def _resume_conflicts(args: argparse.Namespace, spec, recipe, run_dir: Path) -> list[str]:
+    from dataclasses import fields
+
+    from .recipe import apply_overrides, load_recipe
+
+    found = []
+    if args.dataset and args.dataset != spec.dataset:
+        found.append(f"dataset {args.dataset} (the checkpoint is {spec.dataset})")
+    if args.phase is not None or args.arch is not None:
+        asked = _train_spec(args, spec.dataset)
+        if asked.arch != spec.arch:
+            found.append(f"{'--arch' if args.arch is not None else '--phase ' + args.phase} (the checkpoint trains `{spec.arch}`)")
+    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    asked = load_recipe(spec.dataset, args.recipe, overrides) if args.recipe else apply_overrides(recipe, overrides)
+    found += [f"{f.name}={getattr(asked, f.name)!r} (the checkpoint has {getattr(recipe, f.name)!r})"
+              for f in fields(recipe) if getattr(asked, f.name) != getattr(recipe, f.name)]
+    if args.out and Path(args.out).resolve() != run_dir.resolve():
+        found.append(f"--out {args.out} (the run lives in {run_dir})")
+    if args.force:
+        found.append("--force (it starts over; --resume continues)")
+    return found
+
+
+def _training_split(args: argparse.Namespace, model) -> tuple[int, int]:
     """The (val_size, split_seed) the model was trained with, so `--split val` never scores
-    images the model was fitted on: explicit flags win, then the run's metrics.json recipe,
-    then the Recipe defaults."""
+    images the model was fitted on: explicit flags win, then the model file's own record,
+    then (for files written before it kept one) the run's metrics.json, then the defaults."""
     from .recipe import Recipe
 
-    recipe = Recipe()
-    metrics_path = Path(args.model).with_name("metrics.json")
-    if metrics_path.exists():
+    recorded = {k: model.info[k] for k in ("val_size", "split_seed") if k in model.info}
+    if len(recorded) < 2:
+        metrics_path = Path(args.model).with_name("metrics.json")
         try:
-            recipe = Recipe.from_dict(json.loads(metrics_path.read_text()).get("recipe", {}))
+            r = Recipe.from_dict(json.loads(metrics_path.read_text()).get("recipe", {}))
         except (OSError, json.JSONDecodeError, TinyCNNError):
-            pass  # unreadable beside-file: the defaults, as for a model file on its own
-    val_size = args.val_size if args.val_size is not None else recipe.val_size
-    split_seed = args.split_seed if args.split_seed is not None else recipe.split_seed
+            r = Recipe()  # no readable record beside it: the defaults, as for a model file on its own
+        recorded = {"val_size": r.val_size, "split_seed": r.split_seed, **recorded}
+    val_size = args.val_size if args.val_size is not None else recorded["val_size"]
+    split_seed = args.split_seed if args.split_seed is not None else recorded["split_seed"]
+    if args.split == "val" and val_size < 1:
+        raise SpecError(f"--split val needs a validation split of at least 1 image, got --val-size {val_size}")
     return val_size, split_seed
+
+
+def _model_label(args: argparse.Namespace, model) -> str:
+    """Phase, network and recipe: a ladder phase may be another phase's network trained with
+    its own recipe (MNIST's `sam` is `deep`'s network with the `sam` recipe)."""
+    from .ladders import phase_named_by
+
+    recipe = model.info.get("recipe_name")
+    if recipe is None:
+        try:
+            recipe = json.loads(Path(args.model).with_name("metrics.json").read_text()).get("recipe_name")
+        except (OSError, json.JSONDecodeError):
+            recipe = None
+    phase = phase_named_by(model.spec.dataset, model.spec.arch, recipe) or model.info.get("phase") or model.spec.name
+    network = "" if phase == model.spec.name else f", {model.spec.name}'s network"
+    return f"phase {phase}{network}" + (f", recipe {recipe}" if recipe else "")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .data import load_splits
     from .datasets import dataset_info
+    from .device import resolve_device, set_threads
     from .evaluate import evaluate
-    from .train import resolve_device
 
+    set_threads(args.threads)
+    device = resolve_device(args.device)
     model = load_model(args.model)
     dataset = args.dataset or model.spec.dataset
     info = dataset_info(dataset)
     if info.name != model.spec.dataset:
         raise SpecError(f"{args.model} was trained on {model.spec.dataset}; it cannot be evaluated on {info.name}")
-    val_size, split_seed = _training_split(args)
+    val_size, split_seed = _training_split(args, model)
     splits = load_splits(dataset, val_size, args.data_dir, split_seed=split_seed)
     split = splits.test if args.split == "test" else splits.val
-    model = model.to(resolve_device(args.device))
-    result = evaluate(model, split, info.num_classes, tta=args.tta)
+    result = evaluate(model.to(device), split, info.num_classes, tta=args.tta)
     result.update({"model": str(args.model), "dataset": dataset, "split": args.split,
-                   "phase": model.spec.name, "arch": model.spec.arch})
+                   "phase": model.info.get("phase", model.spec.name), "label": _model_label(args, model),
+                   "network": model.spec.name,
+                   "arch": model.spec.arch})
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    console.print(f"[bold]{args.model}[/] ({model.spec.name}, {dataset} {args.split}, {result['n']:,} images"
+    console.print(f"[bold]{args.model}[/] ({_model_label(args, model)}; {dataset} {args.split}, {result['n']:,} images"
                   f"{', flip TTA' if args.tta else ''}): accuracy [bold]{result['accuracy']:.2%}[/]")
+    console.print(_confusion_table(info, result))
+    return 0
+
+
+def _confusion_table(info, result: dict) -> Table:
     table = Table(title="confusion matrix (rows: true class, columns: predicted)")
     table.add_column("class")
     for j in range(info.num_classes):
@@ -276,14 +368,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     table.add_column("acc", justify="right")
     for i, name in enumerate(info.classes):
         table.add_row(f"{i} {name}", *[str(v) for v in result["confusion"][i]], f"{result['per_class'][i]:.1%}")
-    console.print(table)
-    return 0
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except RunInterrupted as e:
+        err_console.print(str(e), highlight=False, soft_wrap=True)
+        return 130
     except TinyCNNError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2

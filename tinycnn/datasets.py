@@ -21,6 +21,9 @@ class DatasetInfo:
     budget: int  # parameter budget of the final phase
     train_size: int
     test_size: int
+    # Whether a left-right mirror keeps an image's class (a mirrored digit is another shape);
+    # test-time flip augmentation is refused where it does not.
+    mirror_invariant: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -32,14 +35,14 @@ DATASETS: dict[str, DatasetInfo] = {
         name="mnist", channels=1, size=28,
         classes=tuple(str(i) for i in range(10)),
         mean=(0.1307,), std=(0.3081,),
-        budget=1_500, train_size=60_000, test_size=10_000,
+        budget=1_500, train_size=60_000, test_size=10_000, mirror_invariant=False,
     ),
     "cifar10": DatasetInfo(
         name="cifar10", channels=3, size=32,
         classes=("airplane", "automobile", "bird", "cat", "deer",
                  "dog", "frog", "horse", "ship", "truck"),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-        budget=140_000, train_size=50_000, test_size=10_000,
+        budget=140_000, train_size=50_000, test_size=10_000, mirror_invariant=True,
     ),
 }
 

@@ -31,3 +31,7 @@ class RecipeError(TinyCNNError, ValueError):
 
 class TrainingDiverged(TinyCNNError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunInterrupted(TinyCNNError):
+    """A run was stopped (Ctrl-C); the message says how to continue it."""

@@ -4,19 +4,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .batches import to_float
 from .data import Split
+from .datasets import DATASETS, dataset_info
+from .errors import SpecError
 
 
-def to_float(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 NCHW -> float32 in [0, 1] (the model normalises internally)."""
-    x = x.float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def check_tta(model: nn.Module, dataset: str | None = None) -> None:
+    """Refuse flip TTA where a mirror changes the class; ``dataset`` defaults to ``model.spec.dataset``."""
+    name = dataset or getattr(getattr(model, "spec", None), "dataset", None)
+    if name is None or dataset_info(name).mirror_invariant:
+        return
+    info = dataset_info(name)
+    accepted = ", ".join(n for n, d in DATASETS.items() if d.mirror_invariant)
+    raise SpecError(f"test-time augmentation flips images left-right, which changes what {info.name} images "
+                    f"show; {info.name.upper()} accepts no TTA; accepted: {accepted}")
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000, tta: bool = False,
-                   channels_last: bool = False) -> torch.Tensor:
+                   channels_last: bool = False, dataset: str | None = None) -> torch.Tensor:
     """Logits for uint8 images, in batches; ``tta`` averages with the left-right mirror."""
+    if tta:
+        check_tta(model, dataset)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -37,9 +47,9 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 2000, channels_la
 
 
 def evaluate(model: nn.Module, split: Split, num_classes: int, batch_size: int = 2000,
-             tta: bool = False) -> dict:
+             tta: bool = False, dataset: str | None = None) -> dict:
     """Overall accuracy, per-class accuracy and the confusion matrix (rows = true class)."""
-    pred = predict_logits(model, split.x, batch_size, tta=tta).argmax(1).cpu()
+    pred = predict_logits(model, split.x, batch_size, tta=tta, dataset=dataset).argmax(1).cpu()
     y = split.y.cpu()
     confusion = torch.bincount(y * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
     per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()

@@ -1,23 +1,23 @@
 """Figures for reports and notebooks (matplotlib, no display needed).
 
 Each function draws onto a given Axes so notebooks can compose them; ``write_figures``
-saves the set as PNG files beside the dataset's report.
+saves the set as PNG files beside the dataset's report. Nothing here picks a backend or
+imports pyplot: notebooks keep their inline backend, and the saved figures are bare
+``Figure`` objects on an Agg canvas, which needs no display.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .datasets import dataset_info  # noqa: E402
-from .ladders import ladder  # noqa: E402
-from .phases_table import phase_rows  # noqa: E402
-from .report import PAPER, summarize  # noqa: E402
-from .runs import results_root  # noqa: E402
+from .datasets import dataset_info
+from .ladders import ladder
+from .phases_table import phase_rows
+from .report import PAPER, summarize
+from .results import results_root
 
 
 def plot_params_per_phase(ax, dataset: str) -> None:
@@ -79,6 +79,13 @@ def plot_confusion(ax, confusion: list[list[int]], classes: tuple[str, ...], tit
     ax.set_title(title)
 
 
+def _new_axes(figsize: tuple[float, float]):
+    """A pyplot-free figure on an Agg canvas: works headless, leaves any notebook backend alone."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
 def write_figures(dataset: str, root: Path | None = None) -> list[Path]:
     info = dataset_info(dataset)
     out_dir = (root or results_root()) / info.name
@@ -89,25 +96,22 @@ def write_figures(dataset: str, root: Path | None = None) -> list[Path]:
         path = out_dir / name
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _new_axes((7, 4))
     plot_params_per_phase(ax, info.name)
     save(fig, "params_per_phase.png")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _new_axes((7, 4.5))
     plot_accuracy_vs_params(ax, info.name, root)
     save(fig, "accuracy_vs_params.png")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _new_axes((7, 4))
     if plot_ablation(ax, info.name, root):
         save(fig, "ablation.png")
-    else:
-        plt.close(fig)
     final_name = ladder(info.name)[-1].name
     final_runs = [r for r in summarize(info.name, root) if r["phase"] == final_name]
     if final_runs:
         metrics = json.loads((Path(final_runs[0]["run_dirs"][0]) / "metrics.json").read_text())
-        fig, ax = plt.subplots(figsize=(6, 5.5))
+        fig, ax = _new_axes((6, 5.5))
         plot_confusion(ax, metrics["test_confusion"], info.classes,
                        f"{info.name} final ({metrics['phase']}), test {metrics['test_accuracy']:.2%}")
         save(fig, "confusion_final.png")

@@ -113,6 +113,15 @@ def get_phase(dataset: str, name: str) -> PhaseSpec:
     raise SpecError(f"unknown phase {name!r} for {dataset}; accepted: {accepted}")
 
 
+def phase_named_by(dataset: str, arch: str, recipe: str | None) -> str | None:
+    """The ladder phase that is this network trained with this recipe, if one is: a model
+    file records its network's name (`deep`), a user asks for the phase (`sam`)."""
+    for phase in reversed(ladder(dataset)):
+        if phase.arch == arch and recipe_for(phase) == (recipe or "default"):
+            return phase.name
+    return None
+
+
 def previous_phase(phase: PhaseSpec) -> PhaseSpec | None:
     """The nearest phase before ``phase`` with a different architecture: the natural
     distillation teacher (a phase that only changes the recipe would teach its own network)."""

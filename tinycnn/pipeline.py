@@ -1,146 +1,242 @@
-"""Multi-run jobs: a whole ladder, and the one-technique-at-a-time ablation.
+"""One run, end to end: decide train / resume / reuse / refuse, fit, score the test set once,
+write the run directory. The CLI and the studies (ladder, ablation) both come through here.
 
-Both are restartable at run granularity: a finished run directory (metrics.json beside
-model.pt) is reused, an unfinished one (checkpoint.pt) is resumed.
+    RunRequest --run_or_reuse--> (reuse a finished run | fit with callbacks -> evaluate -> record)
 """
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import replace
+import shutil
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from .datasets import dataset_info
-from .errors import CheckpointError
-from .ladders import ablation_plan, get_phase, ladder, previous_phase, recipe_for
-from .recipe import Recipe, load_recipe
-from .runs import attach_teacher, invoked_command, is_finished, results_root, run_dir_for
-from .spec import BlockSpec, PhaseSpec
-from .train import device_description, resolve_device, train
+from .budget import count_macs, count_params
+from .callbacks import LogLines, RichProgress, RunLog, SaveCheckpoint
+from .checkpoint import load_checkpoint, load_model, save_model
+from .data import Splits, load_splits
+from .device import device_description, resolve_device
+from .engine import FitResult, fit
+from .errors import CheckpointError, RunInterrupted, TinyCNNError, TrainingDiverged
+from .evaluate import evaluate
+from .ladders import get_phase, ladder, previous_phase
+from .provenance import environment, utc_now
+from .recipe import Recipe
+from .results import (CHECKPOINT, LOG, METRICS, MODEL, REPO_ROOT, has_checkpoint, invoked_command, is_finished,
+                      move_aside, portable, read_metrics, resume_command, run_dir_for, write_metrics)
+from .spec import PhaseSpec
+
+MODES = ("continue", "new", "force", "resume")
 
 
-def run_or_reuse(phase: PhaseSpec, recipe: Recipe, run_dir: Path, *, quiet=True,
-                 command: str = "", recipe_name: str = "", data_dir=None, device="auto") -> dict:
-    """The finished run in ``run_dir`` if it is this phase's, else train (or resume) it.
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything that decides one run; ``splits`` lets tests and notebooks pass small data."""
 
-    A KD teacher named by ``recipe.kd_teacher`` is loaded only when training happens, so a
-    reused run needs neither the teacher's file nor the time to read it.
+    spec: PhaseSpec
+    recipe: Recipe
+    run_dir: Path
+    recipe_name: str = ""
+    command: str = ""
+    data_dir: str | None = None
+    device: str = "auto"
+    quiet: bool = True
+    splits: Splits | None = None
+    callbacks: tuple = field(default=())
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.dataset}/{self.spec.name} (recipe {self.recipe_name or 'custom'})"
+
+
+def run_or_reuse(req: RunRequest, mode: str = "continue") -> dict:
+    """The one place that decides what happens to a run directory.
+
+    ``continue`` (ladders, ablations): reuse a finished run of this network and recipe,
+    resume an unfinished one, else train. ``new`` (`tinycnn train`): refuse a directory
+    that holds a run. ``force``: move the old run aside, then train. ``resume``: continue
+    the checkpoint, which must exist.
     """
-    if is_finished(run_dir):
-        m = json.loads((run_dir / "metrics.json").read_text())
-        # A finished run is reused only for the architecture it trained: after a ladder or
-        # an ablation step changes, an old run must not stand in for the new one.
-        if m.get("arch") != phase.arch:
-            raise CheckpointError(f"{run_dir} holds a finished run of `{m.get('arch')}`, not of {phase.name!r} "
-                                  f"(`{phase.arch}`); move it away or delete it to train the new one")
-        # ... and only for the recipe it trained with: phases may differ by recipe alone.
-        if recipe_name and m.get("recipe_name") and m["recipe_name"] != recipe_name:
-            raise CheckpointError(f"{run_dir} holds a finished run with recipe {m['recipe_name']!r}, not "
-                                  f"{recipe_name!r}; move it away or delete it to train the new one")
-        return m
-    resume = (run_dir / "checkpoint.pt").exists()
-    recipe, teacher = attach_teacher(phase, recipe)  # the ladder's trained previous phase teaches
-    return train(phase, recipe, run_dir, teacher=teacher, resume=resume, quiet=quiet, command=command,
-                 recipe_name=recipe_name, data_dir=data_dir, device=device)
+    d = Path(req.run_dir)
+    if mode == "resume":
+        if not has_checkpoint(d):
+            raise CheckpointError(f"{d} has no {CHECKPOINT} to resume"
+                                  + (" (the run finished)" if is_finished(d) else ""))
+        return _train(req, resume=True)
+    if is_finished(d) or has_checkpoint(d):
+        if mode == "force":
+            move_aside(d)
+        elif mode == "new":
+            raise _occupied(d)
+        elif is_finished(d):
+            return _reuse(req)
+        else:
+            return _train(req, resume=True)
+    return _train(req, resume=False)
 
 
-def run_ladder(dataset: str, recipe_name: str | None = None, overrides: list[str] | None = None,
-               seeds: int = 1, final_seeds: int = 3, phases: list[str] | None = None,
-               quiet: bool = True, data_dir=None, device="auto", log: Callable[[str], None] = print) -> list[dict]:
-    """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others),
-    each with its own recipe (`ladders.recipe_for`) unless ``recipe_name`` names one for all."""
-    names = [get_phase(dataset, p).name for p in phases] if phases else [p.name for p in ladder(dataset)]
-    final = ladder(dataset)[-1].name
-    results = []
-    for name in names:
-        phase = get_phase(dataset, name)
-        name_of_recipe = recipe_name or recipe_for(phase)
-        phase_recipe = load_recipe(dataset, name_of_recipe, overrides or [])
-        for seed in range(final_seeds if name == final else seeds):
-            recipe = replace(phase_recipe, seed=seed)
-            run_dir = run_dir_for(phase, seed)
-            cmd = f"tinycnn train {dataset} --phase {name} --recipe {name_of_recipe} --seed {seed}" + "".join(
-                f" --set {o}" for o in overrides or [])
-            log(f"{dataset}/{name} seed {seed} -> {run_dir}")
-            m = run_or_reuse(phase, recipe, run_dir, quiet=quiet, command=cmd, recipe_name=name_of_recipe,
-                             data_dir=data_dir, device=device)
-            log(f"{dataset}/{name} seed {seed}: test {m['test_accuracy']:.4f}")
-            results.append(m)
-    return results
+def _occupied(d: Path) -> TinyCNNError:
+    if is_finished(d):
+        return TinyCNNError(f"{d} already holds a finished run; pass --out DIR for a new one, "
+                            f"or --force to move the old one aside and start over")
+    return TinyCNNError(f"{d} holds an unfinished run; continue it with `{resume_command(d)}`, "
+                        f"or pass --force to move it aside and start over")
 
 
-def with_blurpool(spec: PhaseSpec) -> PhaseSpec:
-    """``spec`` with every max-pool replaced by BlurPool (the parameter count is unchanged)."""
-    blocks = tuple(BlockSpec("blur") if b.kind == "max" else b for b in spec.blocks)
-    return replace(spec, name=f"{spec.name}+blur", blocks=blocks, change="max-pools become BlurPool")
+def _reuse(req: RunRequest) -> dict:
+    """A finished run stands in only for the network and the recipe it trained."""
+    m = read_metrics(req.run_dir)
+    if m.get("arch") != req.spec.arch:
+        raise CheckpointError(f"{req.run_dir} holds a finished run of `{m.get('arch')}`, not of {req.spec.name!r} "
+                              f"(`{req.spec.arch}`); move it away or delete it to train the new one")
+    if req.recipe_name and m.get("recipe_name") and m["recipe_name"] != req.recipe_name:
+        raise CheckpointError(f"{req.run_dir} holds a finished run with recipe {m['recipe_name']!r}, not "
+                              f"{req.recipe_name!r}; move it away or delete it to train the new one")
+    return m
 
 
-def without_se_and_blur(spec: PhaseSpec) -> PhaseSpec:
-    """``spec`` with squeeze-excite removed and BlurPool back to max-pool: where the ablation
-    of a final architecture starts, so that SE and BlurPool are measured as steps."""
-    blocks = tuple(BlockSpec("max") if b.kind == "blur" else replace(b, se=0) for b in spec.blocks)
-    return replace(spec, name=f"{spec.name}-se-blur", blocks=blocks, change="no SE, max-pools")
+def _train(req: RunRequest, resume: bool) -> dict:
+    d = Path(req.run_dir)
+    ckpt = load_checkpoint(d / CHECKPOINT) if resume else None
+    check_writable(d)
+    device = resolve_device(req.device)
+    splits = req.splits or load_splits(req.spec.dataset, req.recipe.val_size, req.data_dir,
+                                       split_seed=req.recipe.split_seed)
+    recipe, teacher = attach_teacher(req.spec, req.recipe)
+    command = (ckpt or {}).get("command") or req.command or invoked_command() or ""
+    created = not d.exists()
+    d.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        result = _fit_with_callbacks(req, recipe, splits, device, teacher, ckpt, command)
+    except BaseException as e:
+        _clean_failed(d, created)
+        raise _explained(e, d) from e
+    return _record(req, recipe, result, splits, device, command, resume, time.perf_counter() - start)
 
 
-def ablation_steps(dataset: str) -> list[tuple[str, str, PhaseSpec, list[str]]]:
-    """(step, what it adds, architecture, cumulative recipe overrides on the `plain` recipe).
+def _fit_with_callbacks(req, recipe, splits, device, teacher, ckpt, command) -> FitResult:
+    d = Path(req.run_dir)
+    progress = None if req.quiet else RichProgress()
+    callbacks = [SaveCheckpoint(d / CHECKPOINT, {"command": command, "recipe_name": req.recipe_name}),
+                 LogLines(RunLog(d / LOG, echo=req.quiet), req.label), *([progress] if progress else []),
+                 *req.callbacks]
+    try:
+        return fit(req.spec, recipe, splits, device=device, teacher=teacher, callbacks=callbacks, resume_from=ckpt)
+    finally:
+        if progress is not None:
+            progress.stop()
 
-    The architecture starts where the dataset's `AblationPlan` says (by default the final
-    phase without SE and with max-pools) and ends at the final phase, so SE and BlurPool
-    are measured as steps like the training tricks.
+
+def _clean_failed(d: Path, created: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind."""
+    if created and not has_checkpoint(d) and not is_finished(d):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _explained(e: BaseException, d: Path) -> BaseException:
+    """Say what is left on disk and how to go on."""
+    kept = has_checkpoint(d)
+    epoch = load_checkpoint(d / CHECKPOINT)["epoch"] if kept else 0
+    if isinstance(e, KeyboardInterrupt):
+        return RunInterrupted(f"interrupted; the checkpoint after epoch {epoch} is kept: continue with "
+                              f"`{resume_command(d)}`" if kept else
+                              "interrupted before the first epoch finished; nothing was kept")
+    if isinstance(e, TrainingDiverged):
+        where = (f"the last good checkpoint (epoch {epoch}) is kept at {d / CHECKPOINT}" if kept else
+                 "no checkpoint was written (it diverged in the first epoch)")
+        return TrainingDiverged(f"{e}; {where}")
+    return e
+
+
+def check_writable(d: Path) -> None:
+    """Refuse an --out that cannot be created or written before any work is done."""
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    import os
+
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise TinyCNNError(f"cannot write the run directory {d}: {probe} is "
+                           f"{'not a folder' if not probe.is_dir() else 'not writable'}; choose another --out")
+
+
+def _record(req: RunRequest, recipe: Recipe, result: FitResult, splits: Splits, device, command: str,
+            resumed: bool, wall: float) -> dict:
+    d = Path(req.run_dir)
+    test = evaluate(result.model, splits.test.to(device), splits.info.num_classes, recipe.eval_batch_size)
+    metrics = run_record(req, recipe, result, test, device, command, resumed, wall)
+    save_model(result.model, d / MODEL, info={
+        "test_accuracy": test["accuracy"], "weights": result.weights, "phase": req.spec.name,
+        "recipe_name": req.recipe_name, "val_size": recipe.val_size, "split_seed": recipe.split_seed})
+    write_metrics(d, metrics)
+    (d / CHECKPOINT).unlink(missing_ok=True)
+    RunLog(d / LOG, echo=req.quiet)(
+        f"done: test accuracy {test['accuracy']:.4f} ({result.weights} weights), train time "
+        f"{result.train_time:.0f}s; wrote {d / MODEL} and {METRICS}")
+    return metrics
+
+
+def run_record(req: RunRequest, recipe: Recipe, result: FitResult, test: dict, device, command: str,
+               resumed: bool, wall: float) -> dict:
+    """The metrics.json of a finished run: what ran, on what, how long, and how well."""
+    import torch
+
+    spec, model = req.spec, result.model
+    return {
+        "dataset": spec.dataset, "phase": spec.name, "arch": spec.arch, "change": spec.change,
+        "params": count_params(model), "macs": count_macs(model.cpu(), spec.dataset),
+        "recipe_name": req.recipe_name, "recipe": recipe.to_dict(), "seed": recipe.seed,
+        "final_weights": result.weights, "epochs": recipe.epochs,
+        "val_accuracy": result.val_accuracy, "test_accuracy": test["accuracy"],
+        "test_per_class": test["per_class"], "test_confusion": test["confusion"],
+        "history": result.history, "train_time_s": result.train_time, "wall_time_s": wall,
+        "device": device_description(device), "threads": torch.get_num_threads(), **environment(),
+        "command": command, "resumed": resumed,
+        "resumed_by": (invoked_command() or "") if resumed else None,
+        "finished_at": utc_now(), "teacher": recipe.kd_teacher or None,
+    }
+
+
+def fit_only(spec: PhaseSpec, recipe: Recipe, splits: Splits, **kwargs) -> FitResult:
+    """`engine.fit` with the recipe's teacher resolved: for notebooks and searches."""
+    recipe, teacher = attach_teacher(spec, recipe)
+    return fit(spec, recipe, splits, teacher=teacher, **kwargs)
+
+
+# --- distillation teachers ------------------------------------------------------------------
+
+def resolve_teacher_path(phase: PhaseSpec, kd_teacher: str, root: Path | None = None) -> Path | None:
+    """``""`` -> no teacher; ``"previous"`` or a phase name of the same ladder -> that phase's
+    seed-0 model in the committed study; else a path to a model file."""
+    if not kd_teacher:
+        return None
+    if kd_teacher == "previous":
+        teacher_phase = previous_phase(phase)
+        if teacher_phase is None:
+            raise CheckpointError(f"phase {phase.name!r} is the first of its ladder: it has no previous phase to "
+                                  f"distil from; pass kd_teacher=<path to model.pt>")
+    elif kd_teacher in {p.name for p in ladder(phase.dataset)}:
+        teacher_phase = get_phase(phase.dataset, kd_teacher)
+    else:
+        path = Path(kd_teacher)
+        # A repository-relative path (as attach_teacher records it) works from any cwd.
+        return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+    path = run_dir_for(teacher_phase, 0, root) / MODEL
+    if not path.exists():
+        raise CheckpointError(f"kd_teacher={kd_teacher} needs {path}; train it first with "
+                              f"`tinycnn ladder {phase.dataset} --phases {teacher_phase.name}`")
+    return path
+
+
+def attach_teacher(phase: PhaseSpec, recipe: Recipe):
+    """(recipe with ``kd_teacher`` resolved to a file path, loaded teacher or None).
+
+    Recording the resolved path, not "previous", lets metrics.json say which model taught.
     """
-    final = get_phase(dataset, "final")
-    plan = ablation_plan(dataset)
-    base = get_phase(dataset, plan.start_phase) if plan.start_phase else without_se_and_blur(final)
-    teacher = previous_phase(final)
-    aug = [f"crop_pad={plan.crop_pad}"] + (["flip=true"] if plan.flip else [])
-    steps = [
-        ("plain", "constant lr, no tricks (`plain` recipe)", base, []),
-        ("clr", "one-cycle cyclical lr + no-bias-decay", base, ["schedule=onecycle", "no_bias_decay=true"]),
-        ("crop", "random crop" + (" + flip" if plan.flip else ""), base, aug),
-        ("ls", "label smoothing 0.1", base, ["label_smoothing=0.1"]),
-        ("cutout", f"Cutout {plan.cutout} px", base, [f"cutout={plan.cutout}"]),
-        ("mixup", "Mixup alpha 0.2", base, ["mixup_alpha=0.2"]),
-        ("blurpool", "BlurPool instead of max-pool", with_blurpool(base), []),
-        ("se", "squeeze-excite (the final architecture)", final, []),
-        ("swa", "SWA over the last 25% of epochs", final, ["swa=true", "swa_start=0.75"]),
-        ("sam", "SAM rho 0.05", final, ["sam_rho=0.05"]),
-        ("kd", f"distillation from the `{teacher.name}` phase's model", final, ["kd_teacher=previous"]),
-    ]
-    out, acc = [], []
-    for step, adds, spec, changes in steps:
-        acc = acc + changes
-        out.append((step, adds, spec, list(acc)))
-    return out
-
-
-def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: list[str] | None = None,
-                 steps: list[str] | None = None, quiet: bool = True, data_dir=None, device="auto",
-                 log: Callable[[str], None] = print) -> dict:
-    """Run the cumulative ablation; write ``<results>/<dataset>/ablation.json``."""
-    info = dataset_info(dataset)
-    base_dir = results_root() / info.name / "ablation"
-    rows = []
-    for step, adds, spec, changes in ablation_steps(info.name):
-        run_dir = base_dir / step
-        if steps and step not in steps and not is_finished(run_dir):
-            continue  # not asked for and never run; finished steps stay in ablation.json
-        overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
-        recipe = load_recipe(info.name, "plain", overrides)
-        log(f"ablation {info.name} step {step}: +{adds}")
-        m = run_or_reuse(spec, recipe, run_dir, quiet=quiet, recipe_name="plain",
-                         command=f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
-                         data_dir=data_dir, device=device)
-        rows.append({"step": step, "adds": adds, "arch": spec.arch, "params": m["params"],
-                     "overrides": overrides, "val_accuracy": m["val_accuracy"],
-                     "test_accuracy": m["test_accuracy"], "train_time_s": m["train_time_s"],
-                     "run_dir": str(run_dir), "device": m["device"]})
-        log(f"  val {m['val_accuracy']:.4f} test {m['test_accuracy']:.4f}")
-    result = {"dataset": info.name, "epochs": epochs or load_recipe(info.name, "plain").epochs, "seed": seed,
-              "device": ", ".join(sorted({r["device"] for r in rows})) or device_description(resolve_device(str(device))),
-              "command": invoked_command() or f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else ""),
-              "steps": rows}
-    (base_dir.parent / "ablation.json").write_text(json.dumps(result, indent=2))
-    return result
-
+    path = resolve_teacher_path(phase, recipe.kd_teacher)
+    if path is None:
+        return recipe, None
+    teacher = load_model(path)
+    if teacher.spec.dataset != phase.dataset:
+        raise CheckpointError(f"teacher {path} is a {teacher.spec.dataset} model; the student is {phase.dataset}")
+    return replace(recipe, kd_teacher=portable(path)), teacher

@@ -16,11 +16,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .augment import BACKENDS, AugmentConfig
+from .averaging import AveragingConfig
 from .errors import RecipeError
+from .objective import DistillConfig
+from .optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig
+from .stepper import AMP_MODES, StepConfig
 
-OPTIMIZERS = ("sgd", "adamw", "radam")
-SCHEDULES = ("constant", "cosine", "step", "clr", "onecycle")
-AMP_MODES = ("none", "bf16", "fp16")
+__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "Recipe", "apply_overrides", "load_recipe", "recipe_names"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Recipe:
     nesterov: bool = True
     weight_decay: float = 5e-4
     no_bias_decay: bool = True  # no weight decay on biases and BN/SE affine params
-    lookahead: bool = False  # wrap the optimiser in torch-optimizer's Lookahead (k=5, alpha=0.5)
+    lookahead: bool = False  # Lookahead k=5, alpha=0.5 (optim.Lookahead, torch-optimizer's arithmetic)
     lr_scale_batch: int = 0  # if > 0, lr *= batch_size / lr_scale_batch (linear scaling rule)
     grad_clip: float = 0.0
     # --- schedule (stepped once per batch)
@@ -66,6 +68,7 @@ class Recipe:
     # --- sharpness-aware minimisation
     sam_rho: float = 0.0  # 0 disables
     sam_adaptive: bool = False
+    sam_gradient: str = "perturbed"  # or "sum": round 1's update, g(w) + g(w + e) (see stepper.SAM_GRADIENTS)
     # --- knowledge distillation
     kd_teacher: str = ""  # path to a model file, or "previous" for the ladder's previous phase
     kd_temperature: float = 4.0
@@ -85,25 +88,41 @@ class Recipe:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 samples)"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.clr_mode in ("triangular", "triangular2"), "clr_mode must be triangular or triangular2"),
-            (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.lr_scale_batch >= 0, "lr_scale_batch must be >= 0 (0 disables the linear scaling rule)"),
             (self.aug_backend in BACKENDS, f"aug_backend must be one of {', '.join(BACKENDS)}"),
-            (self.lr > 0, "lr must be > 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (0 < self.swa_start < 1, "swa_start must be a fraction in (0, 1)"),
-            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-            (not (self.swa and self.ema_decay), "choose SWA or EMA, not both"),
-            (self.sam_rho >= 0, "sam_rho must be >= 0"),
-            (not (self.sam_rho and self.amp == "fp16"), "SAM with fp16 is not supported; use amp=bf16"),
-            (0 <= self.kd_alpha <= 1 and self.kd_temperature > 0, "kd_alpha in [0, 1], kd_temperature > 0"),
-            (0 < self.onecycle_pct < 1, "onecycle_pct must be in (0, 1)"),
+            (self.crop_pad >= 0 and self.cutout >= 0, "crop_pad and cutout must be >= 0 pixels (0 disables)"),
+            (self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup_alpha and cutmix_alpha must be >= 0 (0 disables)"),
+            (0 <= self.mix_prob <= 1, "mix_prob must be a probability in [0, 1]"),
             (self.val_size >= 0 and self.train_subset >= 0, "val_size and train_subset must be >= 0"),
+            (self.split_seed >= 0 and self.seed >= 0, "seed and split_seed must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise RecipeError(f"invalid recipe: {message}")
+        for make_slice in (self.optimizer_config, self.schedule_config, self.step_config,
+                           self.averaging_config, self.distill_config):
+            make_slice()  # each slice checks its own fields and the rules between them
+
+    def _slice(self, cls, **values):
+        names = [f.name for f in fields(cls)]
+        return cls(**{name: values.get(name, getattr(self, name)) for name in names})
+
+    def optimizer_config(self) -> OptimizerConfig:
+        return self._slice(OptimizerConfig, lr=self.effective_lr)
+
+    def schedule_config(self) -> ScheduleConfig:
+        return self._slice(ScheduleConfig)
+
+    def step_config(self) -> StepConfig:
+        return self._slice(StepConfig)
+
+    def averaging_config(self) -> AveragingConfig:
+        return self._slice(AveragingConfig)
+
+    def distill_config(self) -> DistillConfig:
+        return self._slice(DistillConfig)
 
     @property
     def effective_lr(self) -> float:

@@ -11,10 +11,10 @@ import shlex
 import statistics
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .datasets import dataset_info
 from .ladders import ladder, recipe_for
-from .runs import as_user_command, is_finished, results_root
-from .train import first_reach
+from .results import display_command, finished_runs, first_reach, results_root, write_json
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -25,7 +25,7 @@ def load_runs(dataset: str, root: Path | None = None) -> dict[str, list[dict]]:
     root = (root or results_root()) / dataset_info(dataset).name
     runs: dict[str, list[dict]] = {}
     for phase in ladder(dataset):
-        for path, m in _finished_runs(root, f"{phase.name}/seed*/metrics.json"):
+        for path, m in finished_runs(root, f"{phase.name}/seed*/metrics.json"):
             m["run_dir"] = str(path.parent)
             runs.setdefault(phase.name, []).append(m)
     return runs
@@ -54,20 +54,6 @@ def summarize(dataset: str, root: Path | None = None) -> list[dict]:
             "commands": [display_command(m.get("command", ""), phase.name) for m in ms], "run_dirs": [m["run_dir"] for m in ms],
         })
     return rows
-
-
-def display_command(command: str, phase: str = "") -> str:
-    """A recorded command as it reproduces the run today: ``.../tinycnn/__main__.py`` (a
-    ``python -m tinycnn`` run) becomes ``tinycnn``, and ``--phase final`` names the phase it
-    meant then (``phase``), since a later final phase takes the alias over."""
-    try:
-        tokens = shlex.split(as_user_command(shlex.split(command)) or command)
-    except ValueError:  # not shell syntax (e.g. a Python caller's argv): show it as recorded
-        return command
-    if phase and phase != "custom":
-        tokens = [phase if tok == "final" and i and tokens[i - 1] == "--phase" else tok
-                  for i, tok in enumerate(tokens)]
-    return shlex.join(tokens)
 
 
 def _by_device(row: dict) -> tuple[str, str]:
@@ -141,11 +127,11 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
     base = (root or results_root()) / dataset_info(dataset).name
     base.mkdir(parents=True, exist_ok=True)
     rows = summarize(dataset, root)
-    (base / "report.json").write_text(json.dumps(rows, indent=2))
+    write_json(base / "report.json", rows)
     md = [f"# {dataset} ladder report", "", results_markdown(dataset, root), "",
           "## Ablation", "", ablation_markdown(dataset, root), "",
           "## Candidates and time to accuracy (validation split)", "", candidates_markdown(dataset, root), ""]
-    (base / "report.md").write_text("\n".join(md))
+    atomic_write_text(base / "report.md", "\n".join(md))
     return base / "report.md"
 
 
@@ -159,11 +145,11 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     """
     base = (root or results_root()) / dataset_info(dataset).name
     groups: dict[str, list[dict]] = {}
-    for path, m in _finished_runs(base, "search/*/metrics.json"):
+    for path, m in finished_runs(base, "search/*/metrics.json"):
         groups[f"search/{path.parent.name}"] = [m]
-    for path, m in _finished_runs(base, "search/*/seed*/metrics.json"):  # a candidate with several seeds
+    for path, m in finished_runs(base, "search/*/seed*/metrics.json"):  # a candidate with several seeds
         groups.setdefault(f"search/{path.parent.parent.name}", []).append(m)
-    recipe_runs = _finished_runs(base, "recipes/*/seed*/metrics.json")
+    recipe_runs = finished_runs(base, "recipes/*/seed*/metrics.json")
     final = ladder(dataset)[-1]
     # The ladder runs the candidates were compared with: the final's, those of phases with the
     # final's network (trained with another recipe), and of any phase a recipe candidate trained.
@@ -173,7 +159,7 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
         if phase.name not in compared:
             continue
         label = f"{phase.name} ({'final' if phase == final else 'ladder'} phase, {recipe_for(phase)} recipe)"
-        for _, m in _finished_runs(base, f"{phase.name}/seed*/metrics.json"):
+        for _, m in finished_runs(base, f"{phase.name}/seed*/metrics.json"):
             groups.setdefault(label, []).append(m)
     for path, m in recipe_runs:
         groups.setdefault(f"recipes/{path.parent.parent.name}", []).append(m)
@@ -191,11 +177,6 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
         lines.append(f"| {key} | {m['params']:,} | {m['recipe']['epochs']} | {m['recipe']['batch_size']} | "
                      f"{val} | {len(ms)} | {_first_reach_cell(ms, target)} | {what} |")
     return "\n".join(lines)
-
-
-def _finished_runs(base: Path, pattern: str) -> list[tuple[Path, dict]]:
-    """(metrics path, metrics) of every finished run matching ``pattern`` under ``base``."""
-    return [(path, json.loads(path.read_text())) for path in sorted(base.glob(pattern)) if is_finished(path.parent)]
 
 
 def _first_reach_cell(runs: list[dict], target: float) -> str:
