@@ -17,7 +17,7 @@ from .datasets import dataset_info
 from .ladders import ladder
 from .phases_table import phase_rows
 from .report import PAPER, summarize
-from .results import results_root
+from .results import ablation_file, study_dir
 
 
 def plot_params_per_phase(ax, dataset: str) -> None:
@@ -49,7 +49,7 @@ def plot_accuracy_vs_params(ax, dataset: str, root: Path | None = None) -> None:
 
 
 def plot_ablation(ax, dataset: str, root: Path | None = None) -> bool:
-    path = (root or results_root()) / dataset_info(dataset).name / "ablation.json"
+    path = ablation_file(dataset_info(dataset).name, root)
     if not path.exists():
         return False
     steps = json.loads(path.read_text())["steps"]
@@ -88,7 +88,7 @@ def _new_axes(figsize: tuple[float, float]):
 
 def write_figures(dataset: str, root: Path | None = None) -> list[Path]:
     info = dataset_info(dataset)
-    out_dir = (root or results_root()) / info.name
+    out_dir = study_dir(info.name, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 

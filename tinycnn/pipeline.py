@@ -5,10 +5,13 @@ write the run directory. The CLI and the studies (ladder, ablation) both come th
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from .budget import count_macs, count_params
 from .callbacks import LogLines, RichProgress, RunLog, SaveCheckpoint
@@ -153,8 +156,6 @@ def check_writable(d: Path) -> None:
     probe = d
     while not probe.exists():
         probe = probe.parent
-    import os
-
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise TinyCNNError(f"cannot write the run directory {d}: {probe} is "
                            f"{'not a folder' if not probe.is_dir() else 'not writable'}; choose another --out")
@@ -179,8 +180,6 @@ def _record(req: RunRequest, recipe: Recipe, result: FitResult, splits: Splits, 
 def run_record(req: RunRequest, recipe: Recipe, result: FitResult, test: dict, device, command: str,
                resumed: bool, wall: float) -> dict:
     """The metrics.json of a finished run: what ran, on what, how long, and how well."""
-    import torch
-
     spec, model = req.spec, result.model
     return {
         "dataset": spec.dataset, "phase": spec.name, "arch": spec.arch, "change": spec.change,

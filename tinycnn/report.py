@@ -7,14 +7,14 @@ file sits beside its metrics.
 from __future__ import annotations
 
 import json
-import shlex
 import statistics
 from pathlib import Path
 
 from .atomic import atomic_write_text
 from .datasets import dataset_info
 from .ladders import ladder, recipe_for
-from .results import display_command, finished_runs, first_reach, results_root, write_json
+from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, recipe_runs,
+                      search_runs, study_dir, write_json)
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -22,10 +22,9 @@ PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
 
 def load_runs(dataset: str, root: Path | None = None) -> dict[str, list[dict]]:
     """Finished runs per phase name (in ladder order), each a metrics dict plus its path."""
-    root = (root or results_root()) / dataset_info(dataset).name
     runs: dict[str, list[dict]] = {}
     for phase in ladder(dataset):
-        for path, m in finished_runs(root, f"{phase.name}/seed*/metrics.json"):
+        for path, m in phase_runs(dataset_info(dataset).name, phase.name, root):
             m["run_dir"] = str(path.parent)
             runs.setdefault(phase.name, []).append(m)
     return runs
@@ -107,7 +106,7 @@ def results_markdown(dataset: str, root: Path | None = None) -> str:
 
 
 def ablation_markdown(dataset: str, root: Path | None = None) -> str:
-    path = (root or results_root()) / dataset_info(dataset).name / "ablation.json"
+    path = ablation_file(dataset_info(dataset).name, root)
     if not path.exists():
         return f"_No committed {dataset} ablation yet (`tinycnn ablate {dataset}`)._"
     data = json.loads(path.read_text())
@@ -124,7 +123,7 @@ def ablation_markdown(dataset: str, root: Path | None = None) -> str:
 
 def write_report(dataset: str, root: Path | None = None) -> Path:
     """``report.md`` and ``report.json`` beside the dataset's run directories."""
-    base = (root or results_root()) / dataset_info(dataset).name
+    base = study_dir(dataset_info(dataset).name, root)
     base.mkdir(parents=True, exist_ok=True)
     rows = summarize(dataset, root)
     write_json(base / "report.json", rows)
@@ -143,26 +142,23 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     in ``<dataset>/recipes/<recipe>/seed<k>/``. The final phase's own seeds are listed too,
     as the incumbent they were compared with.
     """
-    base = (root or results_root()) / dataset_info(dataset).name
+    name = dataset_info(dataset).name
     groups: dict[str, list[dict]] = {}
-    for path, m in finished_runs(base, "search/*/metrics.json"):
-        groups[f"search/{path.parent.name}"] = [m]
-    for path, m in finished_runs(base, "search/*/seed*/metrics.json"):  # a candidate with several seeds
-        groups.setdefault(f"search/{path.parent.parent.name}", []).append(m)
-    recipe_runs = finished_runs(base, "recipes/*/seed*/metrics.json")
+    for candidate, m in search_runs(name, root):
+        groups.setdefault(f"search/{candidate}", []).append(m)
+    recipes = recipe_runs(name, root)
     final = ladder(dataset)[-1]
     # The ladder runs the candidates were compared with: the final's, those of phases with the
     # final's network (trained with another recipe), and of any phase a recipe candidate trained.
-    compared = ({p.name for p in ladder(dataset) if p.arch == final.arch}
-                | {m.get("phase") for _, m in recipe_runs})
+    compared = ({p.name for p in ladder(dataset) if p.arch == final.arch} | {m.get("phase") for _, m in recipes})
     for phase in ladder(dataset):
         if phase.name not in compared:
             continue
         label = f"{phase.name} ({'final' if phase == final else 'ladder'} phase, {recipe_for(phase)} recipe)"
-        for _, m in finished_runs(base, f"{phase.name}/seed*/metrics.json"):
+        for _, m in phase_runs(name, phase.name, root):
             groups.setdefault(label, []).append(m)
-    for path, m in recipe_runs:
-        groups.setdefault(f"recipes/{path.parent.parent.name}", []).append(m)
+    for candidate, m in recipes:
+        groups.setdefault(f"recipes/{candidate}", []).append(m)
     if not groups:
         return f"_No {dataset} candidate runs committed._"
     target = PAPER[dataset_info(dataset).name][1]
@@ -205,7 +201,29 @@ def readme_results_sections() -> dict:
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-candidates"] = lambda d=dataset: candidates_markdown(d)
     sections["bench"] = bench_markdown
+    sections["engine-vs-loop"] = engine_vs_loop_markdown
     return sections
+
+
+def engine_vs_loop_markdown(root: Path | None = None) -> str:
+    """The engine beside a plain TensorDataset + DataLoader loop (experiments/bench_engine_vs_loop.py)."""
+    paths = benchmark_files("engine-vs-loop-", root)
+    if not paths:
+        return "_Not measured yet (`python experiments/bench_engine_vs_loop.py`)._"
+    out = []
+    for path in paths:
+        b = json.loads(path.read_text())
+        out += [f"`{path.name}` — {b['device']}, torch {b['torch']}, best of {b['best_of']}, "
+                f"{b['augmentation']}:", "",
+                "| dataset (recipe) | images, batch | engine img/s | plain loop img/s | engine / plain | "
+                "data path µs/image: engine slices vs DataLoader |", "|---|---|---:|---:|---:|---|"]
+        for ds, r in b["datasets"].items():
+            ips, us = r["images_per_s"], r["data_path_us_per_image"]
+            out.append(f"| {ds} ({r['recipe']}) | {r['images']:,}, {r['batch_size']} | {ips['engine']:,.0f} | "
+                       f"{ips['plain_loop']:,.0f} | {r['engine_over_plain']:.2f} | "
+                       f"{us['engine_slices']:.1f} vs {us['dataloader']:.1f} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def _table_of_dicts(first_col: str, rows: dict[str, dict[str, float]]) -> list[str]:
@@ -219,7 +237,7 @@ def _table_of_dicts(first_col: str, rows: dict[str, dict[str, float]]) -> list[s
 
 
 def bench_markdown(root: Path | None = None) -> str:
-    paths = sorted((root or results_root()).glob("bench-*.json"))
+    paths = benchmark_files("bench-", root)
     if not paths:
         return "_No benchmark results yet (`python experiments/bench_train.py`)._"
     out = []

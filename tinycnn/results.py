@@ -70,6 +70,44 @@ def finished_runs(base: Path, pattern: str) -> list[tuple[Path, dict]]:
     return [(p, json.loads(p.read_text())) for p in sorted(Path(base).glob(pattern)) if is_finished(p.parent)]
 
 
+def study_dir(dataset: str, root: Path | None = None) -> Path:
+    """``<results>/<dataset>``: one dataset's part of the committed study."""
+    return (root or results_root()) / dataset
+
+
+def phase_runs(dataset: str, phase: str, root: Path | None = None) -> list[tuple[Path, dict]]:
+    """Finished ladder runs of one phase, seed by seed."""
+    return finished_runs(study_dir(dataset, root), f"{phase}/seed*/{METRICS}")
+
+
+def search_runs(dataset: str, root: Path | None = None) -> list[tuple[str, dict]]:
+    """(candidate, metrics) of architecture candidates: ``search/<name>/`` (one run) or
+    ``search/<name>/seed<k>/`` (several seeds)."""
+    base = study_dir(dataset, root)
+    single = [(p.parent.name, m) for p, m in finished_runs(base, f"search/*/{METRICS}")]
+    seeded = [(p.parent.parent.name, m) for p, m in finished_runs(base, f"search/*/seed*/{METRICS}")]
+    return single + seeded
+
+
+def recipe_runs(dataset: str, root: Path | None = None) -> list[tuple[str, dict]]:
+    """(recipe, metrics) of recipe candidates for the final: ``recipes/<recipe>/seed<k>/``."""
+    return [(p.parent.parent.name, m)
+            for p, m in finished_runs(study_dir(dataset, root), f"recipes/*/seed*/{METRICS}")]
+
+
+def ablation_dir(dataset: str, root: Path | None = None) -> Path:
+    return study_dir(dataset, root) / "ablation"
+
+
+def ablation_file(dataset: str, root: Path | None = None) -> Path:
+    return study_dir(dataset, root) / "ablation.json"
+
+
+def benchmark_files(prefix: str, root: Path | None = None) -> list[Path]:
+    """The committed benchmark results whose names start with ``prefix``."""
+    return sorted((root or results_root()).glob(f"{prefix}*.json"))
+
+
 def move_aside(run_dir: Path) -> Path:
     """Rename a run directory to a hidden sibling before starting it over, so a killed new
     run can never leave the old model beside the new checkpoint (and be scored as new)."""

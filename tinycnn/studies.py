@@ -16,7 +16,8 @@ from .errors import SpecError
 from .ladders import ablation_plan, get_phase, ladder, previous_phase, recipe_for
 from .pipeline import RunRequest, run_or_reuse
 from .recipe import load_recipe
-from .results import invoked_command, is_finished, read_metrics, results_root, run_dir_for, train_command, write_json
+from .results import (ablation_dir, ablation_file, invoked_command, is_finished, read_metrics, run_dir_for,
+                      train_command, write_json)
 from .spec import BlockSpec, PhaseSpec
 
 
@@ -106,7 +107,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
     """
     info = dataset_info(dataset)
     _check_steps(info.name, steps)
-    base_dir = results_root() / info.name / "ablation"
+    base_dir = ablation_dir(info.name)
     kept = _saved_rows(info.name)
     command = invoked_command() or f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else "")
     rows = []
@@ -127,7 +128,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
 
 
 def _saved_rows(dataset: str) -> dict[str, dict]:
-    path = results_root() / dataset / "ablation.json"
+    path = ablation_file(dataset)
     if not path.exists():
         return {}
     import json
@@ -149,5 +150,5 @@ def _write_ablation(dataset: str, rows: list[dict], seed: int, device) -> dict:
     result = {"dataset": dataset, "epochs": epochs[0] if len(epochs) == 1 else epochs, "seed": seed,
               "device": ", ".join(sorted({r["device"] for r in rows})) or device_description(resolve_device(str(device))),
               "command": "; ".join(commands), "steps": rows}
-    write_json(results_root() / dataset / "ablation.json", result)
+    write_json(ablation_file(dataset), result)
     return result
