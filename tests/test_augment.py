@@ -206,3 +206,15 @@ def test_backend_picks_an_implementation_per_op():
     # CutMix is a tensor op in both backends, so with it on the kornia backend mixes with tensor ops too
     both = BatchAugment(AugmentConfig(backend="kornia", mixup_alpha=0.2, cutmix_alpha=1.0), 10, 16).ops
     assert [type(o) for o in (both[0].op.op, both[0].op.otherwise)] == [CutMix, Mixup]
+
+
+@pytest.mark.parametrize("backend", ["tensor", "kornia"])
+def test_mix_prob_is_the_chance_a_batch_is_mixed(backend):
+    """Both backends mix a batch with chance mix_prob (kornia's once mixed with p(2 - p))."""
+    from tinycnn.augment import AugmentConfig, BatchAugment
+
+    torch.manual_seed(0)
+    aug = BatchAugment(AugmentConfig(mixup_alpha=1.0, mix_prob=0.5, backend=backend), 10, 8)
+    x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
+    mixed = [bool((aug(x, y)[1].max(1).values < 0.999).any()) for _ in range(400)]
+    assert 0.42 < sum(mixed) / len(mixed) < 0.58

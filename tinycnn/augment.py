@@ -349,9 +349,9 @@ def mix_op(cfg: AugmentConfig) -> Op | None:
         mixer = CutMix(cfg.cutmix_alpha) if cfg.cutmix_alpha else Mixup(cfg.mixup_alpha)
     gated = RandomApply(mixer, cfg.mix_prob)
     if cfg.backend == "kornia" and not cfg.cutmix_alpha:
-        # As the kornia path always did: when its own coin says no, the tensor path's coin is
-        # tossed again, so a batch is mixed with chance p(2 - p). Kept for seeded reproducibility.
-        return RandomApply(KorniaMixup(cfg.mixup_alpha), cfg.mix_prob, otherwise=gated)
+        # One coin, as for the tensor ops. (Until #14 a "no" from this coin fell through to
+        # the tensor mixer's own coin, so a batch was mixed with chance p(2 - p).)
+        return RandomApply(KorniaMixup(cfg.mixup_alpha), cfg.mix_prob)
     return gated
 
 
