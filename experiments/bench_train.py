@@ -81,7 +81,7 @@ def main() -> None:
             first_with.setdefault(phase.arch, phase)
         networks = {phase.name: (phase, base) for phase in first_with.values()}
         # Beside the ladder: the final re-fitted to the budget with widths in multiples of 8,
-        # which CPU kernels vectorise over in channels_last (for MNIST: round 7's `w8` in README).
+        # which CPU kernels vectorise over in channels_last (for MNIST: round 7's `w8` in experiments/LOG.md).
         w8 = fit_width(final, dataset_info(dataset).budget, multiple=8).spec
         if w8.arch != final.arch:
             networks["w8"] = (w8, base)

@@ -30,10 +30,10 @@ _MNIST = [
     ("blur", "max-pools become BlurPool anti-aliased downsampling (zero parameters)",
      "conv_k3_c8 sep_k3_c12 pw_c8 sep_k3_c12 blur sep_k3_c15 pw_c8 blur sep_k3_c15_se2 gap"),
     ("deep", "the 1x1 transitions go; their parameters buy a second separable conv at 14x14 "
-     "(widths 10-10-11-12-14; chosen on a 10K val split, README round 3)",
+     "(widths 10-10-11-12-14; chosen on a 10K val split, experiments/LOG.md round 3)",
      "conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap"),
     ("sam", "the same network trained with SAM (rho 0.05, the `sam` recipe; chosen on a 10K val split, "
-     "README round 4)",
+     "experiments/LOG.md round 4)",
      "conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap", "sam"),
 ]
 
@@ -51,7 +51,7 @@ _CIFAR10 = [
     ("blur", "max-pools become BlurPool anti-aliased downsampling (zero parameters)",
      "conv_k3_c16 conv_k3_c32 blur conv_k3_c64 conv_k3_c48 blur dw_k3_c120_se8 dw_k3_c184_se8 blur dw_k3_c232_se8 gap"),
     ("long", "the same network trained 40 epochs with Cutout 8 px (the `long_cutout` recipe; chosen on val, "
-     "README round C1)",
+     "experiments/LOG.md round C1)",
      "conv_k3_c16 conv_k3_c32 blur conv_k3_c64 conv_k3_c48 blur dw_k3_c120_se8 dw_k3_c184_se8 blur dw_k3_c232_se8 gap",
      "long_cutout"),
 ]

@@ -15,7 +15,7 @@ from .phases_table import phases_markdown
 from .report import readme_results_sections
 
 #: The files with generated sections, relative to the repository root.
-GENERATED_FILES = ("README.md", "experiments/LOG.md")
+GENERATED_FILES = ("README.md", "experiments/LOG.md", "experiments/SPEED.md")
 
 
 def repo_root() -> Path:
