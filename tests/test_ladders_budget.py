@@ -132,3 +132,16 @@ def test_a_phase_can_change_only_the_recipe():
     assert previous_phase(final).name == "blur" and previous_phase(deep).name == "blur"
     assert previous_phase(cifar_final).name == "se"
     assert previous_phase(get_phase("mnist", "plain")) is None
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_phase_records_name_their_network_and_an_existing_recipe(dataset):
+    from tinycnn.ladders import phases, recipe_for
+    from tinycnn.recipe import recipe_names
+
+    records = phases(dataset)
+    assert [r.spec for r in records] == list(ladder(dataset))
+    for r in records:
+        assert r.spec.name == r.name and r.spec.change == r.change
+        assert r.recipe in recipe_names(dataset) and recipe_for(r.spec) == r.recipe
+    assert records[-1].recipe != "default"  # both finals change only the recipe of the phase before

@@ -13,6 +13,7 @@ from .datasets import dataset_info
 from .errors import SpecError
 from .spec import PhaseSpec
 
+# Rows: (name, change, architecture[, recipe]); `Phase.from_row` turns each into a record.
 _MNIST = [
     ("plain", "plain 3x3 convs (16-16-32-32-32), two max-pools, GAP + linear head",
      "conv_k3_c16 conv_k3_c16 max conv_k3_c32 conv_k3_c32 max conv_k3_c32 gap"),
@@ -56,22 +57,40 @@ _CIFAR10 = [
      "long_cutout"),
 ]
 
-# A row is (name, change, architecture[, recipe]): a phase may change only how the network is
-# trained, and then names the recipe it trains with (otherwise `default`).
-_ROWS = {"mnist": _MNIST, "cifar10": _CIFAR10}
-LADDERS: dict[str, tuple[PhaseSpec, ...]] = {
-    dataset: tuple(PhaseSpec.from_arch(name, dataset, arch, change) for name, change, arch, *_ in rows)
-    for dataset, rows in _ROWS.items()
+@dataclass(frozen=True)
+class Phase:
+    """One rung of a ladder: its name, the one change from the rung before, the network, and
+    the recipe it trains with (a phase may change only the recipe, like MNIST's `sam`)."""
+
+    name: str
+    change: str
+    spec: PhaseSpec
+    recipe: str = "default"
+
+    @classmethod
+    def from_row(cls, dataset: str, name: str, change: str, arch: str, recipe: str = "default") -> "Phase":
+        return cls(name, change, PhaseSpec.from_arch(name, dataset, arch, change), recipe)
+
+
+PHASES: dict[str, tuple[Phase, ...]] = {
+    dataset: tuple(Phase.from_row(dataset, *row) for row in rows)
+    for dataset, rows in {"mnist": _MNIST, "cifar10": _CIFAR10}.items()
 }
-_PHASE_RECIPES: dict[tuple[str, str], str] = {
-    (dataset, name): recipe[0] for dataset, rows in _ROWS.items() for name, _, _, *recipe in rows if recipe
-}
+LADDERS: dict[str, tuple[PhaseSpec, ...]] = {d: tuple(p.spec for p in ps) for d, ps in PHASES.items()}
+
+
+def phases(dataset: str) -> tuple[Phase, ...]:
+    """The ladder's `Phase` records, largest first, final last."""
+    return PHASES[dataset_info(dataset).name]
 
 
 def recipe_for(phase: PhaseSpec) -> str:
     """The recipe a ladder phase trains with: `default` unless its ladder row names one
     (custom architectures train with `default` too)."""
-    return _PHASE_RECIPES.get((phase.dataset, phase.name), "default")
+    for record in PHASES.get(phase.dataset, ()):
+        if record.name == phase.name:
+            return record.recipe
+    return "default"
 
 
 @dataclass(frozen=True)
