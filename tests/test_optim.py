@@ -163,3 +163,28 @@ def test_sam_stepper_update_uses_the_declared_gradient(variant, expected_grad):
 
     stepper.step(objective, None, None)
     assert model.w.item() == pytest.approx(w0 - lr * expected_grad(a, w0, rho))
+
+
+def test_ema_warmup_follows_timm_decay_schedule():
+    """With warm-up, an update after n earlier ones uses decay min(d, (1 + n) / (10 + n)) (the
+    first update copies the weights, as AveragedModel does): early weights fade quickly
+    instead of lingering for ~1/(1 - d) steps."""
+    from tinycnn.averaging import EMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    fast, slow = EMA(model, 0.999, warmup=True), EMA(model, 0.999)
+    ref = None
+    for n in range(6):  # n: updates averaged so far
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        fast.on_step(model)
+        slow.on_step(model)
+        d = min(0.999, (1 + n) / (10 + n))
+        now = [p.detach().clone() for p in model.parameters()]
+        ref = now if ref is None else [r * d + c * (1 - d) for r, c in zip(ref, now)]
+    got = [p.detach() for p in fast.averaged.module.parameters()]
+    assert all(torch.allclose(g, r, atol=1e-6) for g, r in zip(got, ref))
+    moved_fast = sum((g - r0).abs().sum() for g, r0 in zip(got, slow.averaged.module.parameters()))
+    assert moved_fast > 0.5  # the warmed-up average has moved far from the plain one

@@ -25,6 +25,7 @@ class AveragingConfig:
     swa_start: float = 0.75  # fraction of epochs after which snapshots are averaged
     swa_lr: float = 0.0  # 0: keep the scheduled lr at swa_start; else SWALR anneals to it
     ema_decay: float = 0.0  # 0 disables; e.g. 0.999
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates (timm's ModelEmaV3)
 
     def __post_init__(self) -> None:
         for ok, message in [(0 < self.swa_start < 1, "swa_start must be a fraction in (0, 1)"),
@@ -57,11 +58,30 @@ class NoAveraging:
         pass
 
 
+def warmup_ema_multi_avg_fn(decay: float):
+    """EMA whose decay grows as (1 + n) / (10 + n) up to ``decay``: early on, the average
+    follows the fast-moving weights instead of remembering the random init for ~1/(1-decay)
+    steps (1,000 at 0.999: several epochs of a tiny CIFAR-10 net at batch 128)."""
+
+    @torch.no_grad()
+    def update(ema_params, current_params, num_averaged):
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        for ema, cur in zip(ema_params, current_params):
+            if ema.is_floating_point():
+                ema.lerp_(cur, 1 - d)
+            else:  # BatchNorm's num_batches_tracked
+                ema.copy_(cur)
+
+    return update
+
+
 class EMA(NoAveraging):
     """w_ema <- decay * w_ema + (1 - decay) * w after every step, BN buffers included."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
+        avg = warmup_ema_multi_avg_fn(decay) if warmup else get_ema_multi_avg_fn(decay)
+        self.averaged = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
 
     def on_step(self, model: nn.Module) -> None:
         self.averaged.update_parameters(model)
@@ -115,5 +135,5 @@ def make_averager(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Avera
     if cfg.swa:
         return SWA(model, optimizer, cfg, epochs)
     if cfg.ema_decay:
-        return EMA(model, cfg.ema_decay)
+        return EMA(model, cfg.ema_decay, cfg.ema_warmup)
     return NoAveraging()

@@ -65,6 +65,7 @@ class Recipe:
     swa_start: float = 0.75  # fraction of epochs after which snapshots are averaged
     swa_lr: float = 0.0  # 0: keep the scheduled lr at swa_start; else SWALR anneals to it
     ema_decay: float = 0.0  # 0 disables; e.g. 0.999
+    ema_warmup: bool = False  # EMA decay warm-up: min(ema_decay, (1 + n) / (10 + n)) after n updates
     # --- sharpness-aware minimisation
     sam_rho: float = 0.0  # 0 disables
     sam_adaptive: bool = False
