@@ -218,3 +218,26 @@ def test_mix_prob_is_the_chance_a_batch_is_mixed(backend):
     x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 10
     mixed = [bool((aug(x, y)[1].max(1).values < 0.999).any()) for _ in range(400)]
     assert 0.42 < sum(mixed) / len(mixed) < 0.58
+
+
+@pytest.mark.parametrize("backend,mix", [("tensor", {"mixup_alpha": 1.0}), ("tensor", {"cutmix_alpha": 1.0}),
+                                         ("kornia", {"mixup_alpha": 1.0})])
+def test_mix_ramp_starts_clean_and_ends_at_full_strength(backend, mix):
+    """mix_ramp_epochs: epoch 0 mixes nothing, halfway the partner weighs at most half,
+    and from the ramp's end the draws are exactly those of no ramp."""
+    from tinycnn.augment import AugmentConfig, BatchAugment
+
+    x, y = torch.rand(16, 3, 8, 8), torch.arange(16) % 10
+    ramped = BatchAugment(AugmentConfig(mix_ramp_epochs=4, backend=backend, **mix), 10, 8)
+    plain = BatchAugment(AugmentConfig(backend=backend, **mix), 10, 8)
+    ramped.start_epoch(0)
+    xa, t = ramped(x, y)
+    assert torch.equal(xa, x) and torch.equal(t, F.one_hot(y, 10).float())
+    ramped.start_epoch(2)
+    assert all(ramped(x, y)[1].max(1).values.min() >= 0.5 - 1e-6 for _ in range(20))
+    ramped.start_epoch(4)
+    torch.manual_seed(3)
+    a = ramped(x, y)
+    torch.manual_seed(3)
+    b = plain(x, y)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -139,7 +139,18 @@ class Cutout(Op):
         return x.masked_fill(hole.unsqueeze(1), 0.0), targets
 
 
-class Mixup(Op):
+class MixingOp(Op):
+    """A mixing op whose strength can ramp up: the paired image's weight (1 - lam) is
+    multiplied by ``strength`` in [0, 1] (xvel/cifar10-tiniest ramps Mixup's weight with
+    training progress, so early epochs see clean images). At 1 the draws are untouched."""
+
+    strength = 1.0
+
+    def ramped(self, partner_weight: torch.Tensor) -> torch.Tensor:
+        return partner_weight if self.strength >= 1.0 else partner_weight * self.strength
+
+
+class Mixup(MixingOp):
     """x' = lam * x + (1 - lam) * x[perm], same for targets; lam per sample ~ Beta(alpha, alpha).
     Params: ``lam`` (B,), ``perm`` (B,)."""
 
@@ -147,7 +158,8 @@ class Mixup(Op):
         self.alpha = alpha
 
     def draw_lam(self, b: int, device) -> torch.Tensor:
-        return torch.distributions.Beta(self.alpha, self.alpha).sample((b,)).to(device)
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((b,)).to(device)
+        return lam if self.strength >= 1.0 else 1 - self.ramped(1 - lam)
 
     def sample(self, batch_shape, device):
         b = batch_shape[0]
@@ -161,7 +173,7 @@ class Mixup(Op):
         return lx * x + (1 - lx) * x[perm], lt * targets + (1 - lt) * targets[perm]
 
 
-class CutMix(Op):
+class CutMix(MixingOp):
     """Paste one box from a shuffled batch; targets mix by the box's exact area.
     Params: ``lam`` (), ``cy``, ``cx`` () the box centre, ``perm`` (B,)."""
 
@@ -171,6 +183,7 @@ class CutMix(Op):
     def sample(self, batch_shape, device):
         b, _, h, w = batch_shape
         lam = torch.distributions.Beta(self.alpha, self.alpha).sample()
+        lam = lam if self.strength >= 1.0 else 1 - self.ramped(1 - lam)  # a smaller box
         cy, cx = torch.randint(0, h, ()), torch.randint(0, w, ())
         return {"lam": lam, "cy": cy, "cx": cx, "perm": torch.randperm(b, device=device)}
 
@@ -253,7 +266,7 @@ class KorniaCutout(KorniaOp):
         super().__init__(K.RandomErasing(scale=(area, area), ratio=(1.0, 1.0), value=0.0, p=1.0))
 
 
-class KorniaMixup(Op):
+class KorniaMixup(MixingOp):
     """Mixup's kornia twin: RandomMixUpV2 mixes the images with our Beta lambdas.
     kornia weights the *paired* image by lambda, so targets mix as (1 - lam) * t + lam * t[pair].
     Params: kornia's, with ``mixup_lambdas`` (B,) ~ Beta(alpha, alpha) and ``mixup_pairs`` (B,)."""
@@ -266,7 +279,8 @@ class KorniaMixup(Op):
 
     def sample(self, batch_shape, device):
         params = self.module.forward_parameters(torch.Size(batch_shape))
-        params["mixup_lambdas"] = torch.distributions.Beta(self.alpha, self.alpha).sample((batch_shape[0],))
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((batch_shape[0],))
+        params["mixup_lambdas"] = self.ramped(lam)  # kornia's lambda is the partner's weight
         return params
 
     def apply(self, x, targets, params):
@@ -320,6 +334,7 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0  # chance per batch that Mixup/CutMix is applied at all
+    mix_ramp_epochs: float = 0.0  # > 0: the partner's weight ramps 0 -> full over these epochs
     label_smoothing: float = 0.0
     backend: str = "tensor"
 
@@ -368,8 +383,26 @@ class BatchAugment:
         mix = mix_op(cfg)
         self.ops: list[Op] = image_ops(cfg, image_size) + ([mix] if mix is not None else [])
 
+    def start_epoch(self, epoch: int) -> None:
+        """Set the mixing strength of a ramp (``mix_ramp_epochs``) for epoch ``epoch`` (0-based)."""
+        if self.cfg.mix_ramp_epochs:
+            strength = min(1.0, epoch / self.cfg.mix_ramp_epochs)
+            for op in _mixing_ops(self.ops):
+                op.strength = strength
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, targets = self.smoothing(x, y)
         for op in self.ops:
             x, targets = op(x, targets)
         return x, targets
+
+
+def _mixing_ops(ops) -> list[MixingOp]:
+    """The mixing ops, also those inside RandomApply wrappers."""
+    found = []
+    for op in ops:
+        if isinstance(op, MixingOp):
+            found.append(op)
+        elif isinstance(op, RandomApply):
+            found += _mixing_ops([o for o in (op.op, op.otherwise) if o is not None])
+    return found

@@ -141,6 +141,7 @@ def train_one_epoch(run: Run, batches: TrainBatches, augment, stepper, objective
     state.model.train()
     t0 = time.perf_counter()
     schedule_on = state.averager.main_schedule_active(state.epoch)
+    augment.start_epoch(state.epoch)
     stats = EpochStats(run.device, state.epoch, t0)
     for step, (x, y) in enumerate(batches):
         x, targets = augment(x, y)

@@ -59,6 +59,7 @@ class Recipe:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+    mix_ramp_epochs: float = 0.0  # > 0: Mixup/CutMix's partner weight ramps from 0 to full over these epochs
     aug_backend: str = "tensor"
     # --- weight averaging
     swa: bool = False
@@ -96,6 +97,7 @@ class Recipe:
             (self.crop_pad >= 0 and self.cutout >= 0, "crop_pad and cutout must be >= 0 pixels (0 disables)"),
             (self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup_alpha and cutmix_alpha must be >= 0 (0 disables)"),
             (0 <= self.mix_prob <= 1, "mix_prob must be a probability in [0, 1]"),
+            (self.mix_ramp_epochs >= 0, "mix_ramp_epochs must be >= 0 (0: no ramp)"),
             (self.val_size >= 0 and self.train_subset >= 0, "val_size and train_subset must be >= 0"),
             (self.split_seed >= 0 and self.seed >= 0, "seed and split_seed must be >= 0"),
         ]
@@ -132,7 +134,8 @@ class Recipe:
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(crop_pad=self.crop_pad, flip=self.flip, cutout=self.cutout,
                              mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
-                             mix_prob=self.mix_prob, label_smoothing=self.label_smoothing,
+                             mix_prob=self.mix_prob, mix_ramp_epochs=self.mix_ramp_epochs,
+                             label_smoothing=self.label_smoothing,
                              backend=self.aug_backend)
 
     def to_dict(self) -> dict:
