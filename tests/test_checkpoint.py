@@ -73,3 +73,25 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         atomic_save({"v": Unsaveable()}, tmp_path / "f.pt")
     assert torch.load(tmp_path / "f.pt")["v"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["f.pt"]  # no temp files left behind
+
+
+def test_model_file_holds_the_deployed_network_and_reloads_to_the_same_outputs(tmp_path):
+    """A re-parameterisable phase is saved fused (the counted form) and loads as such;
+    its outputs equal the trained form's in eval mode."""
+    from tinycnn import build, count_params, load_model, save_model
+    from tinycnn.budget import phase_cost
+    from tinycnn.spec import PhaseSpec
+
+    spec = PhaseSpec.from_arch("rep", "mnist", "rep_k3_c8 max repdw_k3 reppw_c12 gap")
+    torch.manual_seed(0)
+    trained = build(spec).eval()
+    for m in trained.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    save_model(trained, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    x = torch.rand(4, 1, 28, 28)
+    assert loaded.info["form"] == "deployed"
+    assert count_params(loaded) == phase_cost(spec).params < count_params(trained)
+    assert torch.allclose(loaded(x), trained(x), atol=1e-5)

@@ -1,10 +1,25 @@
 """Parameter and MAC counting, budget checks, and a width solver for any budget.
 
+What is deployed is what is counted, and the deployed network is the *trained
+architecture with its re-parameterised branches fused*: a rep/repdw/reppw block (RepVGG,
+MobileOne) counts its single fused conv and that conv's bias, not the two or three
+conv+BN branches it trains with. Every other block counts as trained, BatchNorm included:
+`deployed_params` equals `count_params` of the built model for every kind but rep*.
+
+Folding BN into the conv before it (`deploy.fold_batchnorms`) is a separate export step
+and is NOT counted, on purpose. It would lower every count by one parameter per BN
+channel (2 affine parameters become 1 bias), including every phase of both ladders: the
+exact counts the tests assert (1,473; 138,378), the budgets they are checked against and
+the committed results would all move, for a change in how the same function is computed,
+not in the network. Re-parameterisation is different: the multi-branch block *is* a
+training device whose deployed architecture is one conv (issue #15: "a re-parameterised
+block counts its fused form"). `PhaseCost.train_params` keeps the training-time count beside it.
+
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (part of torch, so nothing
 to pin): it counts the FLOPs of convolutions and matrix multiplies as 2 per
 multiply-add, so MACs = FLOPs / 2. Normalisation, BN, ReLU, pooling and the SE gate's
 elementwise product are not counted: they are a few percent of a conv's cost and are
-not multiply-adds of weights.
+not multiply-adds of weights. `phase_cost` counts the MACs of the deployed (fused) form.
 """
 from __future__ import annotations
 
@@ -17,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .build import build
 from .datasets import dataset_info
+from .deploy import reparameterize
 from .errors import BudgetError, SpecError
 from .spec import PhaseSpec
 
@@ -45,9 +61,10 @@ def count_macs(model: nn.Module, dataset: str) -> int:
 
 @dataclass(frozen=True)
 class PhaseCost:
-    params: int
-    macs: int
+    params: int  # deployed: re-parameterised blocks fused (what the budget counts)
+    macs: int  # of the deployed form
     budget: int
+    train_params: int  # the model as trained: equal to params unless the phase has rep* blocks
 
     @property
     def within_budget(self) -> bool:
@@ -68,26 +85,32 @@ def require_positive_budget(budget: int) -> int:
 def phase_cost(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
     budget = require_positive_budget(budget if budget is not None else dataset_info(spec.dataset).budget)
     model = build(spec)
-    return PhaseCost(params=count_params(model), macs=count_macs(model, spec.dataset), budget=budget)
+    train_params = count_params(model)
+    deployed = reparameterize(model)
+    return PhaseCost(params=count_params(deployed), macs=count_macs(deployed, spec.dataset), budget=budget,
+                     train_params=train_params)
 
 
 def check_budget(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
     """Raise BudgetError if ``spec`` has more parameters than ``budget``."""
     cost = phase_cost(spec, budget)
     if not cost.within_budget:
+        trained = f" deployed ({cost.train_params:,} while training)" if cost.train_params != cost.params else ""
         raise BudgetError(
-            f"phase {spec.name!r} ({spec.dataset}) has {cost.params:,} parameters, "
+            f"phase {spec.name!r} ({spec.dataset}) has {cost.params:,} parameters{trained}, "
             f"over the budget of {cost.budget:,} by {cost.over_by:,}; "
             f"try `tinycnn fit {spec.dataset} --phase {spec.name} --budget {cost.budget}`"
         )
     return cost
 
 
-def _params_of(spec: PhaseSpec) -> int:
+def deployed_params(spec: PhaseSpec) -> int:
+    """Parameters of ``spec`` as deployed, re-parameterised blocks fused (the module
+    docstring says why BN is still counted): what every budget check counts."""
     # The meta device allocates no memory and runs no initialiser: counting a CIFAR
     # phase takes ~1 ms instead of ~40 ms, which keeps the width solver interactive.
     with torch.device("meta"):
-        return count_params(build(spec))
+        return count_params(reparameterize(build(spec)))
 
 
 def _refuse_unreachable(spec: PhaseSpec, budget: int, max_width: float, params: int) -> None:
@@ -103,7 +126,7 @@ def _refuse_unreachable(spec: PhaseSpec, budget: int, max_width: float, params: 
 class WidthFit:
     width: float
     spec: PhaseSpec
-    params: int
+    params: int  # deployed
 
 
 def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float = 8.0,
@@ -111,16 +134,16 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
     """The widest multiplier on a ``step`` grid whose scaled phase fits ``budget``, with
     every width rounded to a multiple of ``multiple`` (see `PhaseSpec.scaled`).
 
-    Parameters grow with width, but rounding widths to integers makes the growth only
-    *nearly* monotone. So: bisect for the boundary, then scan a window of grid points
-    above it from the top down and take the widest that fits.
+    Counts are `deployed_params`. Parameters grow with width, but rounding widths to
+    integers makes the growth only *nearly* monotone. So: bisect for the boundary, then
+    scan a window of grid points above it from the top down and take the widest that fits.
     """
     require_positive_budget(budget)
     if step <= 0 or max_width < step:
         raise SpecError(f"need 0 < step <= max_width, got step={step}, max_width={max_width}")
 
     def params_at(i: int) -> int:
-        return _params_of(spec.scaled(round(i * step, 6), multiple))
+        return deployed_params(spec.scaled(round(i * step, 6), multiple))
 
     n_steps = int(round(max_width / step))
     if params_at(1) > budget:

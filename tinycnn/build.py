@@ -1,12 +1,28 @@
 """Spec -> nn.Module, and nothing else (no training, no I/O)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from .blocks import BlurPool, ConvBNAct, DepthwiseSeparable, GAPHead, Normalize, SeparableConv, SqueezeExcite
+from .blocks import (
+    BlurPool,
+    ConvBNAct,
+    ConvNeXtBlock,
+    DepthwiseSeparable,
+    FusedMBConv,
+    GAPHead,
+    InvertedResidual,
+    Normalize,
+    RepConv,
+    Residual,
+    SeparableConv,
+    SqueezeExcite,
+)
 from .datasets import dataset_info
-from .spec import BlockSpec, PhaseSpec
+from .errors import SpecError
+from .spec import BlockSpec, PhaseSpec, has_skip, output_channels
 
 
 class TinyCNN(nn.Module):
@@ -29,22 +45,45 @@ class TinyCNN(nn.Module):
         return self.head(self.features(self.normalize(x)))
 
 
-def _build_block(block: BlockSpec, cin: int) -> tuple[nn.Module, int]:
-    if block.kind == "max":
-        return nn.MaxPool2d(2), cin
-    if block.kind == "blur":
-        return BlurPool(), cin
-    if block.kind == "drop":
-        return nn.Dropout(block.drop / 100), cin
+def _plain(block: BlockSpec, cin: int) -> nn.Module:
+    """conv / dw / sep / pw, then SE if asked (conv and pw share one implementation: pw is k=1)."""
     if block.kind == "dw":
         layer: nn.Module = DepthwiseSeparable(cin, block.out, block.kernel, block.stride, block.act)
     elif block.kind == "sep":
         layer = SeparableConv(cin, block.out, block.kernel, block.stride, block.act)
-    else:  # conv and pw share one implementation; pw is conv with k=1
+    else:
         layer = ConvBNAct(cin, block.out, block.kernel, block.stride, act=block.act)
     if block.se:
         layer = nn.Sequential(layer, SqueezeExcite(block.out, block.se))
-    return layer, block.out
+    return layer
+
+
+def _mbconv(block: BlockSpec, cin: int) -> nn.Module:
+    kind = InvertedResidual if block.kind == "ir" else FusedMBConv
+    return kind(cin, block.out, block.kernel, block.stride, block.expand, block.se, block.act)
+
+
+_BUILDERS: dict[str, Callable[[BlockSpec, int], nn.Module]] = {
+    "conv": _plain, "dw": _plain, "sep": _plain, "pw": _plain, "ir": _mbconv, "fir": _mbconv,
+    "cnx": lambda b, cin: ConvNeXtBlock(cin, b.kernels, b.expand, b.act),
+    "rep": lambda b, cin: RepConv(cin, b.out, b.kernel, b.stride, act=b.act),
+    "repdw": lambda b, cin: RepConv(cin, cin, b.kernel, b.stride, groups=cin, act=b.act),
+    "reppw": lambda b, cin: RepConv(cin, b.out, 1, act=b.act),
+    "max": lambda b, cin: nn.MaxPool2d(2),
+    "blur": lambda b, cin: BlurPool(),
+    "drop": lambda b, cin: nn.Dropout(b.drop / 100),
+}
+
+
+def _build_block(block: BlockSpec, cin: int) -> tuple[nn.Module, int]:
+    cout = output_channels(block, cin)
+    layer = _BUILDERS[block.kind](block, cin)
+    if has_skip(block, cin) and not isinstance(layer, Residual):
+        if cout != cin or block.stride != 1:  # PhaseSpec refuses this; a direct call may not
+            raise SpecError(f"block '{block}' adds its input to its output, but receives {cin} "
+                            f"channels and returns {cout} at stride {block.stride}")
+        layer = Residual(layer)
+    return layer, cout
 
 
 def build(spec: PhaseSpec) -> TinyCNN:

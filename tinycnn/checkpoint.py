@@ -7,6 +7,7 @@ architecture string, so a model loads without the caller knowing the architectur
 """
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 
 from .atomic import atomic_write
 from .build import TinyCNN, build
+from .deploy import reparameterize
 from .errors import CheckpointError, TinyCNNError
 from .spec import PhaseSpec
 
@@ -60,11 +62,21 @@ def _safe_load(path: str | os.PathLike, expected_format: str) -> dict:
 
 
 def save_model(model: TinyCNN, path: str | os.PathLike, info: dict | None = None) -> None:
-    """Write ``model`` (its spec and weights, float32, on CPU) to ``path`` atomically."""
+    """Write ``model`` (its spec and weights, float32, on CPU) to ``path`` atomically, in its
+    deployed form: re-parameterised blocks fused (what the budget counts is what is shipped;
+    a checkpoint keeps the training form for resuming)."""
+    deployed = reparameterize(copy.deepcopy(model).cpu().eval())
     state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
+             for k, v in deployed.state_dict().items()}
     atomic_save({"format": MODEL_FORMAT, "version": VERSION, "spec": model.spec.to_dict(),
-                 "state_dict": state, "info": info or {}}, path)
+                 "state_dict": state, "info": {**(info or {}), "form": "deployed"}}, path)
+
+
+def _built(spec: PhaseSpec, info: dict) -> nn.Module:
+    """The module a file's weights belong to: deployed form, or (files before #15) as trained,
+    which is the same module for every spec without re-parameterisable blocks."""
+    model = build(spec)
+    return reparameterize(model) if info.get("form") == "deployed" else model
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
@@ -78,13 +90,14 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     state = obj.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: its state_dict is not a mapping of names to tensors")
-    _check_weights_match(path, spec, state)
-    model = build(spec)
+    info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
+    _check_weights_match(path, spec, state, info)
+    model = _built(spec, info)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # shapes were checked; this is a defence in depth, in our words
         raise CheckpointError(f"{path}: weights do not match the recorded spec {_brief(spec.arch)}") from e
-    model.info = obj.get("info", {})
+    model.info = info
     return model.eval()
 
 
@@ -100,10 +113,10 @@ def _brief(arch: str, limit: int = 120) -> str:
     return repr(arch if len(arch) <= limit else arch[:limit] + "...")
 
 
-def _check_weights_match(path: str | os.PathLike, spec: PhaseSpec, state: dict) -> None:
+def _check_weights_match(path: str | os.PathLike, spec: PhaseSpec, state: dict, info: dict) -> None:
     """Refuse an implausibly large spec, or tensors whose names or shapes differ from it."""
     with torch.device("meta"):
-        model = build(spec)
+        model = _built(spec, info)
     n_params = sum(p.numel() for p in model.parameters())
     if n_params > MAX_MODEL_PARAMS:
         raise CheckpointError(f"{path}: the recorded spec {_brief(spec.arch)} has {n_params:,} parameters; "

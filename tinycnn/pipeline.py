@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .budget import count_macs, count_params
+from .budget import count_params, phase_cost
 from .callbacks import LogLines, RichProgress, RunLog, SaveCheckpoint
 from .checkpoint import load_checkpoint, load_model, save_model
 from .data import Splits, load_splits
@@ -180,10 +180,11 @@ def _record(req: RunRequest, recipe: Recipe, result: FitResult, splits: Splits, 
 def run_record(req: RunRequest, recipe: Recipe, result: FitResult, test: dict, device, command: str,
                resumed: bool, wall: float) -> dict:
     """The metrics.json of a finished run: what ran, on what, how long, and how well."""
-    spec, model = req.spec, result.model
+    spec, cost = req.spec, phase_cost(req.spec)
+    assert count_params(result.model) == cost.train_params  # the model trained is the spec's
     return {
         "dataset": spec.dataset, "phase": spec.name, "arch": spec.arch, "change": spec.change,
-        "params": count_params(model), "macs": count_macs(model.cpu(), spec.dataset),
+        "params": cost.params, "train_params": cost.train_params, "macs": cost.macs,
         "recipe_name": req.recipe_name, "recipe": recipe.to_dict(), "seed": recipe.seed,
         "final_weights": result.weights, "epochs": recipe.epochs,
         "val_accuracy": result.val_accuracy, "test_accuracy": test["accuracy"],
