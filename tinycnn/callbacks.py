@@ -7,7 +7,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Callable
 
-from .budget import count_params
+from .budget import count_params, deployed_params
 from .checkpoint import save_checkpoint
 from .device import device_description
 
@@ -85,7 +85,7 @@ class LogLines(Callback):
 
     def on_fit_start(self, run) -> None:
         r = run.recipe
-        self.log(f"train {self.label} ({count_params(run.state.model):,} params) on {device_description(run.device)}; "
+        self.log(f"train {self.label} ({_param_counts(run)}) on {device_description(run.device)}; "
                  f"{run.n_train} images, {run.steps_per_epoch} steps/epoch, {r.epochs} epochs"
                  + (f", resuming after epoch {run.state.epoch}" if run.state.epoch else ""))
 
@@ -94,6 +94,12 @@ class LogLines(Callback):
         self.log(f"epoch {record['epoch']}/{run.recipe.epochs} loss {record['train_loss']:.4f} "
                  f"train_acc {record['train_acc']:.4f} val_acc {val} lr {record['lr']:.5f} "
                  f"{record['images_per_s']:,.0f} img/s {record['epoch_time_s']:.1f}s")
+
+
+def _param_counts(run) -> str:
+    """``1,473 params``, or ``1,461 params deployed, 1,790 while training`` for rep* blocks."""
+    deployed, trained = deployed_params(run.spec), count_params(run.state.model)
+    return f"{deployed:,} params" + (f" deployed, {trained:,} while training" if trained != deployed else "")
 
 
 class RichProgress(Callback):
