@@ -19,7 +19,9 @@ import torch
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "histories.json"
 
-# name -> (dataset, phase, train/val/test images, recipe fields, teacher phase or None)
+# name -> (dataset, phase, train/val/test images, recipe fields, teacher phase or None).
+# sam_swa says sam_gradient="sum": the engine at 5f472f2 stepped SAM with g(w) + g(w + e)
+# (found by #14); the field was added after recording, to name what these runs did.
 CASES: dict[str, tuple] = {
     "sam_swa": ("mnist", "final", (512, 200, 200),
                 dict(epochs=3, batch_size=64, sam_rho=0.05, sam_gradient="sum", swa=True, swa_start=0.5, swa_lr=0.02, seed=1), None),
