@@ -35,3 +35,7 @@ class TrainingDiverged(TinyCNNError):
 
 class RunInterrupted(TinyCNNError):
     """A run was stopped (Ctrl-C); the message says how to continue it."""
+
+
+class ExportError(TinyCNNError):
+    """A model cannot be exported or quantised, or an export's inputs or output folder are unusable."""
