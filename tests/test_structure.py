@@ -11,7 +11,7 @@ LAYERS = [
     ("models", {"build", "budget", "ladders", "deploy"}),
     ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies"}),
+    ("runs", {"results", "pipeline", "studies", "export", "search", "searchspace"}),
     ("views", {"report", "figures", "readme", "phases_table"}),
     ("door", {"cli", "__main__"}),
 ]

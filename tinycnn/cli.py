@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_training_commands(sub)
     _add_study_commands(sub)
+    _add_deploy_commands(sub)
+    _add_search_command(sub)
     return parser
 
 
@@ -164,6 +166,72 @@ def _add_study_commands(sub) -> None:
     _dataset_arg(p)
     p.add_argument("--no-figures", action="store_true")
     p.set_defaults(func=cmd_report)
+
+
+def _add_deploy_commands(sub) -> None:
+    p = sub.add_parser("export", help="ONNX and int8 ONNX files of a model, checked with onnxruntime")
+    p.add_argument("model", metavar="MODEL_OR_RUN", help="a model.pt written by tinycnn, or a run directory holding one")
+    p.add_argument("--format", default="int8",
+                   help="onnx: float model.onnx (batch 1) and model.dynamic.onnx (any batch); int8: those and "
+                        "model.int8.onnx, quantised with onnxruntime (default: int8)")
+    p.add_argument("--out", default=None, help="output directory (default: beside the model)")
+    p.add_argument("--calibration", type=int, default=500,
+                   help="training images that calibrate the int8 ranges (default 500; never test images)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print export.json's record instead of a summary")
+    _threads_arg(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _add_search_command(sub) -> None:
+    p = sub.add_parser("search", help="Optuna search for the best net and recipe under a budget (val split only)")
+    _dataset_arg(p)
+    p.add_argument("--budget", type=int, required=True, help="deployed parameters every candidate must fit")
+    p.add_argument("--space", default=None, help="search space TOML (default: experiments/spaces/<dataset>.toml)")
+    p.add_argument("--study", default=None, help="study name; the same name continues it (default: <dataset>-<budget>)")
+    p.add_argument("--trials", type=int, default=10, help="trials to add (default 10)")
+    p.add_argument("--sampler", default="tpe", help="tpe, random, grid or nsga2 (default tpe)")
+    p.add_argument("--pruner", default=None, help="median, halving, hyperband or none (default median)")
+    p.add_argument("--objective", default="val", help="val, pareto (val vs params) or pareto-macs (default val)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on one journal (one thread each)")
+    p.add_argument("--storage", default=None, help="journal file (default experiments/search/<study>/journal.log)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import best_table, run_search
+
+    study = run_search(args.dataset, args.budget, args.space, args.study, args.trials, args.sampler, args.pruner,
+                       args.objective, args.workers, args.storage, args.data_dir, log=console.print,
+                       device=args.device, seed=args.seed)
+    table = Table(title=f"study {study.study_name}: best trials (validation accuracy)")
+    for col in ("trial", "val acc", "params", "arch"):
+        table.add_column(col)
+    for row in best_table(study)[:5]:
+        table.add_row(str(row["trial"]), f"{row['val_accuracy']:.2%}", f"{row['params']:,}", row["arch"])
+    console.print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .device import set_threads
+    from .export import export_run
+
+    set_threads(args.threads)
+    record = export_run(args.model, args.out, (args.format,), args.calibration, args.data_dir,
+                        log=(lambda _: None) if args.json else console.print)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    summary = f"float {record['float']['test_accuracy']:.2%}"
+    if "int8" in record:
+        int8 = record["int8"]
+        summary += f", int8 {int8['test_accuracy']:.2%} ({int8['int8_weight_bytes']:,} B of int8 weights)"
+    console.print(f"[bold green]exported[/] {record['model']}: {summary} -> {record['out_dir']}")
+    return 0
 
 
 def cmd_ladder(args: argparse.Namespace) -> int:

@@ -202,7 +202,26 @@ def readme_results_sections() -> dict:
         sections[f"{dataset}-candidates"] = lambda d=dataset: candidates_markdown(d)
     sections["bench"] = bench_markdown
     sections["engine-vs-loop"] = engine_vs_loop_markdown
+    for dataset in ("mnist", "cifar10"):
+        sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)
     return sections
+
+
+def export_markdown(dataset: str, root: Path | None = None) -> str:
+    """Float vs int8 accuracy of the final's runs, as onnxruntime scores their exported files."""
+    final = ladder(dataset)[-1].name
+    rows = [(path.parent, json.loads((path.parent / "export.json").read_text()))
+            for path, _ in phase_runs(dataset_info(dataset).name, final, root) if (path.parent / "export.json").exists()]
+    if not rows:
+        return f"_No exported {dataset} final yet (`tinycnn export`)._"
+    lines = ["| run | float (ONNX, onnxruntime) | int8 (onnxruntime) | int8 − float | int8 weight bytes | "
+             "max logit diff vs PyTorch |", "|---|---:|---:|---:|---:|---:|"]
+    for run_dir, e in rows:
+        f, q = e["float"]["test_accuracy"], e["int8"]["test_accuracy"]
+        diff = max(c["max_abs_logit_diff"] for c in e["float"]["check"].values())
+        lines.append(f"| `{run_dir.parent.name}/{run_dir.name}` | {f:.2%} | {q:.2%} | {(q - f) * 100:+.2f} pt | "
+                     f"{e['int8']['int8_weight_bytes']:,} | {diff:.1e} |")
+    return "\n".join(lines)
 
 
 def engine_vs_loop_markdown(root: Path | None = None) -> str:

@@ -1,0 +1,338 @@
+"""tinycnn.search: the space file, budget filling, infeasible candidates, pruning, the journal
+(continuing, dead workers, two processes). Tiny: 256 MNIST training images, 200 validation
+images, one or two epochs, a handful of trials."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from optuna.trial import TrialState
+
+from tinycnn import search
+from tinycnn.budget import deployed_params
+from tinycnn.data import Split, Splits
+from tinycnn.recipe import apply_overrides, load_recipe
+from tinycnn.search import (
+    SearchError,
+    SearchSpaceError,
+    best_table,
+    grid_space,
+    journal_storage,
+    load_space,
+    make_pruner,
+    run_search,
+    suggest,
+)
+
+# A cheap space: two stages of one 3x3 block at unit width 4; only lr and the kind are searched.
+TINY_SPACE = """
+[arch]
+base_width = 4
+stages = 2
+stem = "conv"
+downsample = "max"
+[arch.stage]
+blocks = 1
+kind = ["sep", "dw"]
+kernel = 3
+[recipe]
+base = "default"
+epochs = EPOCHS
+batch_size = 64
+crop_pad = 0
+channels_last = false
+lr = {low = 0.05, high = 0.2, log = true}
+"""
+
+
+def _space_file(tmp_path, text: str, name: str = "space.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny_space(tmp_path):
+    return _space_file(tmp_path, TINY_SPACE.replace("EPOCHS", "1"))
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(mnist_splits):
+    """256 training and 200 validation images, copied out of the full tensors (a view would
+    carry the whole dataset into a spawned worker), and no test split at all."""
+    return Splits(mnist_splits.info, Split(mnist_splits.train.x[:256].clone(), mnist_splits.train.y[:256].clone()),
+                  Split(mnist_splits.val.x[:200].clone(), mnist_splits.val.y[:200].clone()), None)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+        yield
+
+
+def _run(tmp_path, splits, space, **kwargs):
+    kwargs = {"budget": 1500, "n_trials": 2, "study_name": "s", "storage": tmp_path / "s" / "journal.log",
+              "sampler": "random", "pruner": "none", "log": lambda line: None, "seed": 0, **kwargs}
+    return run_search("mnist", space_path=space, splits=splits, **kwargs)
+
+
+def _trials(path, name="s"):
+    return optuna.load_study(study_name=name, storage=journal_storage(path)).get_trials(deepcopy=False)
+
+
+# --- the space file -------------------------------------------------------------------------
+
+def test_the_shipped_spaces_load():
+    for dataset in ("mnist", "cifar10"):
+        space = load_space(None, dataset)
+        assert isinstance(space.stage["kind"], search.Choice)
+        assert space.base_recipe.val_size > 0
+
+
+BAD_SPACES = [
+    ("colour = 1\n[recipe]\nlr = [0.1, 0.2]", "colour"),
+    ("[arch]\nwidth = 8\n[recipe]\nlr = [0.1, 0.2]", "width"),
+    ("[arch.stage]\nkinds = ['sep']\n[recipe]\nlr = [0.1, 0.2]", "kinds"),
+    ("[recipe]\nlearning_rate = [0.1, 0.2]", "learning_rate"),
+    ("[arch.stage]\nkind = []", "kind"),
+    ("[arch.stage]\nkind = ['sep', 'resnet']", "resnet"),
+    ("[arch.stage]\nkernel = [3, 4]", "kernel"),
+    ("[recipe]\nlr = {low = 0.2, high = 0.1}", "lr"),
+    ("[recipe]\nlr = {low = 0.0, high = 0.1, log = true}", "lr"),
+    ("[recipe]\nlr = {low = 0.1, high = 0.2, slope = 1}", "slope"),
+    ("[recipe]\nepochs = {low = 1.5, high = 4}", "epochs"),
+    ("[recipe]\nlabel_smoothing = [0.0, 1.5]", "label_smoothing"),
+    ("[recipe]\nval_size = [1000, 5000]", "val_size"),
+    ("[recipe]\nbase = 'nonesuch'\nlr = [0.1, 0.2]", "base"),
+    ("[arch]\nbase_width = [4, 8]\n[recipe]\nlr = [0.1, 0.2]", "base_width"),
+    ("[arch]\nstem = {low = 1, high = 2}\n[recipe]\nlr = [0.1, 0.2]", "stem"),
+    ("[arch]\nstages = 6\ndownsample = 'blur'\n[recipe]\nlr = [0.1, 0.2]", "stages"),
+    ("[arch]\nstages = 3\n[recipe]\nlr = 0.1", "empty space"),
+    ("[arch\nstages = 3", "not valid TOML"),
+    ("arch = 3\n[recipe]\nlr = [0.1, 0.2]", "must be a table"),
+]
+
+
+@pytest.mark.parametrize("text,named", BAD_SPACES)
+def test_a_bad_space_gets_one_clear_error(tmp_path, text, named):
+    with pytest.raises(SearchSpaceError, match=named) as e:
+        load_space(_space_file(tmp_path, text), "mnist")
+    assert "\n" not in str(e.value)
+
+
+def test_an_unknown_key_lists_what_is_accepted(tmp_path):
+    with pytest.raises(SearchSpaceError, match="accepted keys: blocks, kind, kernel"):
+        load_space(_space_file(tmp_path, "[arch.stage]\nkinds = ['sep']"), "mnist")
+
+
+def test_grid_means_the_product_of_choices_and_range_grids(tmp_path):
+    text = TINY_SPACE.replace("EPOCHS", "1").replace("log = true}", "log = true, grid = [0.05, 0.1, 0.2]}")
+    grid = grid_space(load_space(_space_file(tmp_path, text), "mnist"))
+    assert grid == {"s1_kind": ["sep", "dw"], "s2_kind": ["sep", "dw"], "lr": [0.05, 0.1, 0.2]}
+    with pytest.raises(SearchSpaceError, match="the grid has"):
+        grid_space(load_space(None, "mnist"))
+
+
+def test_pruner_names_and_pareto_refuses_pruning(tiny_space):
+    space = load_space(tiny_space, "mnist")
+    assert isinstance(make_pruner("hyperband", space), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("halving", space), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner(None, space, "pareto"), optuna.pruners.NopPruner)
+    with pytest.raises(SearchError, match="pruner none"):
+        make_pruner("median", space, "pareto")
+
+
+def test_bad_search_settings_are_refused_before_any_trial(tmp_path, tiny_space, tiny_splits):
+    no_val = _space_file(tmp_path, "[recipe]\nval_size = 0\nlr = [0.1, 0.2]", "noval.toml")
+    for kwargs, message in [({"space": no_val, "splits": None}, "val_size = 0"),
+                            ({"sampler": "annealing"}, "unknown sampler"),
+                            ({"storage": "postgresql://db/study"}, "only journal files"),
+                            ({"study_name": "a/b"}, "study name"),
+                            ({"objective": "pareto", "pruner": "median"}, "pruner none")]:
+        args = {"space": tiny_space, "splits": tiny_splits, **kwargs}
+        with pytest.raises(SearchError, match=message):
+            _run(tmp_path, args.pop("splits"), args.pop("space"), n_trials=0, **args)
+    assert not (tmp_path / "s").exists()
+
+
+# --- candidates -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset,budget,n", [("mnist", 1500, 6), ("mnist", 700, 6), ("cifar10", 40_000, 3)])
+def test_a_candidate_always_fits_its_budget(dataset, budget, n):
+    space = load_space(None, dataset)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+    feasible = 0
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            spec, recipe = suggest(trial, space, dataset, budget)
+        except optuna.TrialPruned:
+            assert trial.user_attrs["infeasible"]
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        feasible += 1
+        assert deployed_params(spec) == trial.user_attrs["params"] <= budget
+        assert recipe == apply_overrides(load_recipe(dataset, space.base), trial.user_attrs["overrides"])
+        study.tell(trial, 0.0)
+    assert feasible
+
+
+def test_an_impossible_budget_is_infeasible_and_never_trains(tmp_path, tiny_space, tiny_splits, monkeypatch):
+    calls = []
+    monkeypatch.setattr(search, "fit_only", lambda *a, **k: calls.append(a))
+    with pytest.raises(SearchError, match="no candidate fits"):
+        _run(tmp_path, tiny_splits, tiny_space, budget=30, n_trials=3)
+    trials = _trials(tmp_path / "s" / "journal.log")
+    assert calls == []
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 3
+    assert all(t.user_attrs["min_params"] > 30 and "infeasible" in t.user_attrs for t in trials)
+
+
+# --- training, pruning, the test split ------------------------------------------------------
+
+def test_a_search_trains_on_val_and_never_reads_the_test_split(tmp_path, tiny_space, tiny_splits):
+    assert tiny_splits.test is None  # any read of it would fail
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and 0.0 <= trial.value <= 1.0
+    assert trial.user_attrs["params"] <= 1500 and trial.user_attrs["epochs_run"] == 1
+
+
+def test_search_splits_drop_the_test_split(real_data_dir):
+    splits = search.search_splits("mnist", load_recipe("mnist", "default"), real_data_dir)
+    assert splits.test is None and len(splits.val) == 5000
+
+
+def test_pruning_stops_a_trial_after_its_first_epoch(tmp_path, tiny_splits):
+    epochs = 3
+    space = _space_file(tmp_path, TINY_SPACE.replace("EPOCHS", str(epochs)))
+    study = _run(tmp_path, tiny_splits, space, n_trials=1, pruner=optuna.pruners.ThresholdPruner(lower=1.0))
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and "infeasible" not in trial.user_attrs
+    assert trial.user_attrs["epochs_run"] == 1 < epochs
+    assert list(trial.intermediate_values) == [1]
+
+
+def test_a_pareto_search_gives_a_front_of_sizes(tmp_path, tiny_space, tiny_splits):
+    study = _run(tmp_path, tiny_splits, tiny_space, objective="pareto")
+    assert len(study.directions) == 2
+    rows = best_table(study)
+    assert rows and all(r["params"] <= 1500 for r in rows)
+    assert all("budget_fraction" in t.params for t in study.trials)
+
+
+# --- the journal ----------------------------------------------------------------------------
+
+def test_the_same_command_continues_a_study(tmp_path, tiny_space, tiny_splits, monkeypatch):
+    monkeypatch.setenv("TINYCNN_SEARCH", str(tmp_path / "search"))
+    kwargs = {"storage": None, "study_name": "again"}
+    _run(tmp_path, tiny_splits, tiny_space, **kwargs)
+    study = _run(tmp_path, tiny_splits, tiny_space, **kwargs)
+    journal = tmp_path / "search" / "again" / "journal.log"
+    assert journal.is_file()
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    row = best_table(study)[0]
+    assert row["command"].startswith("tinycnn train mnist --arch") and row["params"] <= 1500
+    with pytest.raises(SearchError, match="under 1500"):
+        _run(tmp_path, tiny_splits, tiny_space, budget=1000, **kwargs)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_failed_at_the_next_start(tmp_path, tiny_space, tiny_splits):
+    path = tmp_path / "s" / "journal.log"
+    _run(tmp_path, tiny_splits, tiny_space, n_trials=0)  # creates the study, trains nothing
+    study = optuna.load_study(study_name="s", storage=journal_storage(path))
+    host, me = socket.gethostname(), os.getpid()
+    cases = {"dead": (host, _dead_pid(), None), "reused pid": (host, me, "1"),
+             "alive": (host, me, search.process_start(me)), "other host": ("elsewhere", _dead_pid(), None)}
+    numbers = {}
+    for case, (h, pid, start) in cases.items():
+        trial = study.ask()
+        trial.set_user_attr("host", h)
+        trial.set_user_attr("pid", pid)
+        trial.set_user_attr("pid_start", start)
+        numbers[case] = trial.number
+    _run(tmp_path, tiny_splits, tiny_space, n_trials=0)
+    state = {t.number: t.state for t in _trials(path)}
+    assert state[numbers["dead"]] == state[numbers["reused pid"]] == TrialState.FAIL
+    assert state[numbers["alive"]] == state[numbers["other host"]] == TrialState.RUNNING
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_journal(tmp_path, tiny_space, tiny_splits):
+    """Real (tiny) trials in two spawned processes: a monkeypatched objective would not cross spawn."""
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=4, workers=2)
+    trials = study.trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    pids = {t.user_attrs["pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+KILLED_WORKER = """
+import sys, time
+import torch
+from tinycnn import search
+from tinycnn.data import Split, Splits
+from tinycnn.datasets import dataset_info
+
+search.fit_only = lambda *a, **k: time.sleep(600)  # a trial that hangs until it is killed
+x, y = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
+search.run_search("mnist", 1500, space_path=sys.argv[1], study_name="s", storage=sys.argv[2], n_trials=1,
+                  sampler="random", pruner="none", splits=Splits(dataset_info("mnist"), Split(x, y), Split(x, y), None))
+"""
+
+
+def _a_trial_is_running(path) -> bool:
+    """Whether a worker has recorded itself on a RUNNING trial (False before the study exists)."""
+    try:
+        return any("pid" in t.user_attrs for t in _trials(path) if t.state == TrialState.RUNNING)
+    except (KeyError, FileNotFoundError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_kill_9_continues_with_the_same_command(tmp_path, tiny_space, tiny_splits):
+    """A real kill -9 in the middle of a trial (one that sleeps, so the test costs no CPU)."""
+    import signal
+    import time
+
+    path = tmp_path / "s" / "journal.log"
+    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(tiny_space), str(path)])
+    try:
+        deadline = time.monotonic() + 120
+        while not _a_trial_is_running(path):
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker never started its trial"
+            time.sleep(0.5)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=1)
+    assert [(t.number, t.state) for t in study.trials] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
+    assert study.trials[0].user_attrs["pid"] == worker.pid
+
+
+def test_cli_search_with_a_bad_space_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "space.toml"
+    bad.write_text("[arch]\nbogus = 1\n")
+    r = subprocess.run([sys.executable, "-m", "tinycnn", "search", "mnist", "--budget", "1500", "--space", str(bad),
+                        "--storage", str(tmp_path / "j.log")], capture_output=True, text=True)
+    assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr

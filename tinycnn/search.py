@@ -1,0 +1,521 @@
+"""Architecture and recipe search under a parameter budget, on Optuna (issue #16).
+
+    run_search -> study (journal file) -> workers: optimize(SearchObjective) -> trials
+    SearchObjective(trial): searchspace.suggest -> fit_only on the validation split -> val accuracy
+
+The space, the candidates and how an infeasible one is handled: `tinycnn.searchspace`.
+**The test split is never read**: the splits a search loads have ``test=None``.
+
+**Storage** is a journal file, ``experiments/search/<study>/journal.log`` by default (an
+absolute path, an ``fcntl.flock`` lock: FACTS.md), opened with ``load_if_exists`` so the same
+command continues a study. The journal has no heartbeat, so a worker killed with ``kill -9``
+leaves its trial RUNNING; **the stale-trial rule** (`fail_dead_trials`, run when a search
+starts and after its workers end): every trial records ``host``, ``pid`` and ``pid_start``
+(the process's start time in /proc, so a reused pid is not taken for the dead worker) as it
+starts; a RUNNING trial whose ``host`` is this machine and whose process is gone (or a zombie)
+is told FAIL. A RUNNING trial of **another host** is left alone, since its worker may be
+alive: start the search on that host to clear it, or fail it by hand (`fail_trial`). A RUNNING
+trial with no ``host`` at all (killed between Optuna's ``ask`` and its first line) is failed
+once it is `ORPHAN_AFTER_S` old. A search whose every trial was infeasible ends with
+`SearchError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import os
+import re
+import shlex
+import socket
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .budget import phase_cost, require_positive_budget
+from .callbacks import Callback
+from .data import Splits, load_splits
+from .datasets import dataset_info
+from .errors import TinyCNNError, TrainingDiverged
+from .pipeline import fit_only
+from .recipe import Recipe
+from .results import REPO_ROOT
+from .searchspace import (
+    GRID_LIMIT,
+    KINDS,
+    Choice,
+    Range,
+    SearchSpace,
+    SearchSpaceError,
+    grid_space,
+    load_space,
+    suggest,
+    unit_arch,
+)
+
+__all__ = ["GRID_LIMIT", "KINDS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Choice", "Range", "SearchError",
+           "SearchObjective", "SearchSpace", "SearchSpaceError", "best_table", "fail_dead_trials", "grid_space",
+           "journal_storage", "load_space", "make_pruner", "make_sampler", "run_search", "suggest", "unit_arch"]
+
+
+class SearchError(TinyCNNError):
+    """A search cannot run or continue as asked (storage, study, workers, no feasible candidate)."""
+
+
+OBJECTIVES = {"val": "maximise validation accuracy (the budget is filled)",
+              "pareto": "maximise validation accuracy, minimise deployed parameters (Pareto front)",
+              "pareto-macs": "maximise validation accuracy, minimise MACs (Pareto front)"}
+SAMPLERS = ("tpe", "random", "grid", "nsga2")
+PRUNERS = ("none", "median", "halving", "hyperband")
+ORPHAN_AFTER_S = 600.0
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --- the objective --------------------------------------------------------------------------
+
+class ReportToTrial(Callback):
+    """Each epoch's validation accuracy to the trial; ``TrialPruned`` out of the fit when the
+    pruner says so (one objective only: Optuna cannot prune a multi-objective trial). The
+    epochs report the trained weights; the trial's value is the final weights' (EMA/SWA
+    when the recipe averages), as `FitResult.val_accuracy` gives it."""
+
+    def __init__(self, trial) -> None:
+        self.trial = trial
+
+    def on_epoch_end(self, run, record: dict) -> None:
+        epoch, val = record["epoch"], record["val_acc"]
+        self.trial.report(val, epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("epochs_run", epoch)
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} of {run.recipe.epochs} (val {val:.4f})")
+
+
+def search_splits(dataset: str, recipe: Recipe, data_dir=None) -> Splits:
+    """Train and validation splits as the base recipe carves them; the test split is dropped
+    here, so nothing in a search can read it."""
+    splits = load_splits(dataset, recipe.val_size, data_dir, split_seed=recipe.split_seed)
+    return Splits(splits.info, splits.train, splits.val, None)
+
+
+@dataclass
+class SearchObjective:
+    """``objective(trial)`` for Optuna: draw, fill the budget, fit, return val accuracy
+    (and params or MACs for a Pareto objective). The splits load on first use."""
+
+    dataset: str
+    budget: int
+    space: SearchSpace
+    objective: str = "val"
+    splits: Splits | None = None
+    data_dir: str | None = None
+    device: str = "auto"
+
+    def __call__(self, trial) -> float | tuple[float, float]:
+        mark_worker(trial)
+        spec, recipe = suggest(trial, self.space, self.dataset, self.budget, self.objective)
+        cost = phase_cost(spec, self.budget)
+        trial.set_user_attr("macs", cost.macs)
+        if self.splits is None:
+            self.splits = search_splits(self.dataset, self.space.base_recipe, self.data_dir)
+        if not len(self.splits.val):
+            raise SearchError("a search needs a validation split: the base recipe has val_size = 0")
+        callbacks = [ReportToTrial(trial)] if self.objective == "val" else []
+        result = fit_only(spec, recipe, self.splits, device=self.device, callbacks=callbacks)
+        trial.set_user_attr("epochs_run", len(result.history))
+        if self.objective == "val":
+            return result.val_accuracy
+        return result.val_accuracy, float(cost.params if self.objective == "pareto" else cost.macs)
+
+
+# --- samplers and pruners -------------------------------------------------------------------
+
+def make_sampler(name, space: SearchSpace, objective: str = "val", seed: int | None = None):
+    """tpe (default), random, grid (`grid_space`) or nsga2; a sampler object passes through."""
+    if not isinstance(name, str):
+        return name
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(space, objective), seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise SearchError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name, space: SearchSpace, objective: str = "val"):
+    """none, median (after 5 trials, from epoch 2), halving (successive halving) or
+    hyperband (1 .. the space's longest epochs); None: median, or none for Pareto objectives.
+    A step is an epoch. Trials of different lengths are compared epoch for epoch, though
+    their schedules differ: a short schedule looks better early, which pruning favours."""
+    if name is None:
+        name = "median" if objective == "val" else "none"
+    if not isinstance(name, str):
+        pruner = name
+    elif name not in PRUNERS:
+        raise SearchError(f"unknown pruner {name!r}; accepted: {', '.join(PRUNERS)}")
+    else:
+        pruner = {"none": optuna.pruners.NopPruner,
+                  "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+                  "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+                  "hyperband": lambda: optuna.pruners.HyperbandPruner(1, space.max_epochs, reduction_factor=3),
+                  }[name]()
+    if objective != "val" and not isinstance(pruner, optuna.pruners.NopPruner):
+        raise SearchError(f"objective {objective!r} has two objectives, and Optuna prunes single-objective "
+                          f"studies only; use pruner none")
+    return pruner
+
+
+# --- storage --------------------------------------------------------------------------------
+
+class FlockLock:
+    """The journal's lock: ``fcntl.flock`` on the journal file itself. The kernel drops it when
+    its holder dies, so a killed worker never stalls the others (FACTS.md: Optuna's own locks
+    stalled 30 s in 3 of 10 kills)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self._fds = path, []
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # write mode: NFS locks need it
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fds.append(fd)
+        return True
+
+    def release(self) -> None:
+        fd = self._fds.pop()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def search_root() -> Path:
+    """``$TINYCNN_SEARCH`` or the repository's ``experiments/search``."""
+    env = os.environ.get("TINYCNN_SEARCH")
+    return Path(env) if env else REPO_ROOT / "experiments" / "search"
+
+
+def journal_path(study_name: str, storage: str | os.PathLike | None = None) -> Path:
+    """The journal file of a study, absolute: ``storage`` when given, else ``<search root>/<study>/journal.log``."""
+    if not _STUDY_NAME.match(study_name):
+        raise SearchError(f"study name {study_name!r} must be letters, digits, '.', '_' or '-' (a folder name)")
+    if storage is not None and "://" in str(storage):
+        raise SearchError(f"storage {storage}: only journal files are supported so far (a path); "
+                          f"database URLs are issue #16 item 4")
+    path = Path(storage).expanduser() if storage is not None else search_root() / study_name / "journal.log"
+    return (path / "journal.log" if path.is_dir() else path).resolve()
+
+
+def journal_storage(path: str | os.PathLike) -> optuna.storages.JournalStorage:
+    path = Path(path).expanduser().resolve()  # a relative path makes Optuna's locks spin (FACTS.md)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=FlockLock(str(path)))
+    except OSError as e:
+        raise SearchError(f"cannot open the study journal {path}: {e}") from e
+    return optuna.storages.JournalStorage(backend)
+
+
+# --- workers and the stale-trial rule -------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which a reused pid does not share."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
+def mark_worker(trial) -> None:
+    """Record which process runs the trial, for `fail_dead_trials`."""
+    pid = os.getpid()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", pid)
+    trial.set_user_attr("pid_start", process_start(pid))
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    stat = _proc_stat(pid)
+    if stat is None:
+        return not Path("/proc").is_dir()  # no /proc (not Linux): trust os.kill; else it just died
+    return stat[0] != "Z" and (start is None or stat[19] == start)
+
+
+def _left_by_dead_worker(trial: FrozenTrial, host: str) -> bool:
+    attrs = trial.user_attrs
+    if "host" not in attrs:
+        started = trial.datetime_start or datetime.now()
+        return (datetime.now() - started).total_seconds() > ORPHAN_AFTER_S
+    return attrs["host"] == host and not process_alive(int(attrs["pid"]), attrs.get("pid_start"))
+
+
+def fail_dead_trials(study: optuna.Study, log: Callable[[str], None] = print) -> list[int]:
+    """Tell FAIL for every RUNNING trial whose worker is gone (the rule in the module docstring)."""
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _left_by_dead_worker(t, host):
+            study.tell(t.number, state=TrialState.FAIL)
+            failed.append(t.number)
+            log(f"trial {t.number} was left running by a dead worker (host {t.user_attrs.get('host', '?')}, "
+                f"pid {t.user_attrs.get('pid', '?')}): marked failed, not counted")
+    return failed
+
+
+def fail_trial(study: optuna.Study, number: int) -> None:
+    """Fail one RUNNING trial by hand (a worker on another host that will not come back)."""
+    study.tell(number, state=TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """Everything a worker needs, picklable for spawned processes."""
+
+    dataset: str
+    budget: int
+    space: SearchSpace
+    study_name: str
+    journal: str
+    sampler: object = "tpe"
+    pruner: object = None
+    objective: str = "val"
+    data_dir: str | None = None
+    splits: Splits | None = None
+    device: str = "auto"
+    seed: int | None = None
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] if self.objective == "val" else ["maximize", "minimize"]
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Optuna's per-trial INFO lines and its Experimental/Future warnings off; our log says more."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna(\.|$)")
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+
+def _open_study(job: SearchJob, sampler=None, pruner=None) -> optuna.Study:
+    return optuna.create_study(storage=journal_storage(job.journal), study_name=job.study_name,
+                               directions=job.directions, sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker: int = 0) -> None:
+    """One worker: its own sampler (seeded apart from the others') on the shared study."""
+    seed = None if job.seed is None else job.seed + worker
+    study = _open_study(job, make_sampler(job.sampler, job.space, job.objective, seed),
+                        make_pruner(job.pruner, job.space, job.objective))
+    objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
+                                job.device)
+    study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
+                   callbacks=[lambda s, t: log(describe_trial(t))])
+
+
+def _worker(job: SearchJob, n_trials: int, worker: int) -> None:
+    """A spawned worker process: one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    with quiet_optuna():
+        _optimize(job, n_trials, lambda line: print(f"[worker {worker}] {line}", flush=True), worker)
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables while child processes start (they copy it), then restore."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[str], None]) -> None:
+    """``workers`` processes share ``n_trials`` exactly (no MaxTrialsCallback overshoot)."""
+    shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(job, n, i), name=f"tinycnn-search-{i}")
+             for i, n in enumerate(shares) if n]
+    with _environment(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"):
+        for p in procs:
+            p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # the workers got Ctrl-C too: let them record their trials as failed
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    fail_dead_trials(_open_study(job, sampler=optuna.samplers.RandomSampler()), log)  # a crashed worker's trial
+    bad = [f"{p.name} (exit status {p.exitcode})" for p in procs if p.exitcode != 0]
+    if bad:
+        raise SearchError(f"search worker(s) {', '.join(bad)} stopped; every finished trial is kept in "
+                          f"{job.journal}: run the same command to continue")
+
+
+# --- the search -----------------------------------------------------------------------------
+
+def default_study_name(dataset: str, budget: int, objective: str = "val") -> str:
+    return f"{dataset}-{budget}" + ("" if objective == "val" else f"-{objective}")
+
+
+def _prepare_study(job: SearchJob, log: Callable[[str], None]) -> optuna.Study:
+    """Create or reopen the study (once, before any worker), check that it searches what this
+    command asks for, and fail the trials dead workers left running."""
+    study = _open_study(job, sampler=optuna.samplers.RandomSampler())  # a grid sampler's tell() may stop()
+    want = {"dataset": job.dataset, "budget": job.budget, "objective": job.objective}
+    have = study.user_attrs
+    if not have:
+        for key, value in {**want, "space": _portable(job.space.path)}.items():
+            study.set_user_attr(key, value)
+    elif any(have.get(k) != v for k, v in want.items()):
+        raise SearchError(f"study {job.study_name!r} ({job.journal}) searches {have.get('dataset')} under "
+                          f"{have.get('budget')} parameters with objective {have.get('objective')!r}; this "
+                          f"command asks for {job.dataset} under {job.budget} with {job.objective!r}: "
+                          f"repeat its settings to continue it, or name another study")
+    else:
+        done = len(study.get_trials(deepcopy=False))
+        log(f"continuing study {job.study_name!r}: {done} trial(s) so far in {job.journal}")
+    fail_dead_trials(study, log)
+    return study
+
+
+def _portable(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
+def run_search(dataset: str, budget: int, space_path=None, study_name: str | None = None, n_trials: int = 10,
+               sampler="tpe", pruner=None, objective: str = "val", workers: int = 1, storage=None,
+               data_dir=None, splits: Splits | None = None, log: Callable[[str], None] = print,
+               device: str = "auto", seed: int | None = None) -> optuna.Study:
+    """Run ``n_trials`` more trials of a study (created, or continued from its journal).
+
+    ``workers`` > 1 spawns that many processes (one torch thread each) on the same journal;
+    ``splits`` lets tests pass small data (its test split may be None: it is never read)."""
+    dataset = dataset_info(dataset).name
+    require_positive_budget(budget)
+    if objective not in OBJECTIVES:
+        raise SearchError(f"unknown objective {objective!r}; accepted: {', '.join(OBJECTIVES)}")
+    if not (isinstance(workers, int) and workers >= 1 and isinstance(n_trials, int) and n_trials >= 0):
+        raise SearchError(f"need workers >= 1 and n_trials >= 0, got workers={workers}, n_trials={n_trials}")
+    space = load_space(space_path, dataset)
+    _require_val(space, splits)
+    name = study_name or default_study_name(dataset, budget, objective)
+    job = SearchJob(dataset, budget, space, name, str(journal_path(name, storage)), sampler, pruner, objective,
+                    None if data_dir is None else str(data_dir), splits, device, seed)
+    with quiet_optuna():
+        make_sampler(sampler, space, objective)  # refuse a bad sampler or pruner before any trial
+        make_pruner(pruner, space, objective)
+        _prepare_study(job, log)
+        if workers == 1:
+            _optimize(job, n_trials, log)
+        else:
+            _spawn_workers(job, n_trials, workers, log)
+        study = _open_study(job)
+    _require_feasible(study, job)
+    log(summary(study))
+    return study
+
+
+def _require_val(space: SearchSpace, splits: Splits | None) -> None:
+    """Trials are scored on the validation split: refuse a search without one before it starts."""
+    if splits is not None and not len(splits.val):
+        raise SearchError("a search needs a validation split; the splits given have none")
+    if splits is None and not space.base_recipe.val_size:
+        raise SearchError(f"a search needs a validation split; recipe {space.base!r} has val_size = 0: "
+                          f"set val_size in [recipe] of {space.path}")
+
+
+def _require_feasible(study: optuna.Study, job: SearchJob) -> None:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if trials and all("infeasible" in t.user_attrs for t in trials):
+        smallest = [t.user_attrs["min_params"] for t in trials if "min_params" in t.user_attrs]
+        why = (f"the smallest needed {min(smallest):,} parameters at its narrowest widths" if smallest
+               else trials[0].user_attrs["infeasible"])
+        raise SearchError(f"no candidate fits: all {len(trials)} trial(s) of study {job.study_name!r} were "
+                          f"infeasible under {job.budget:,} parameters ({why}); raise the budget or narrow "
+                          f"the space ({job.space.path}: fewer stages or blocks)")
+
+
+# --- reading a study ------------------------------------------------------------------------
+
+def describe_trial(t: FrozenTrial) -> str:
+    """One log line per finished trial."""
+    a = t.user_attrs
+    if "infeasible" in a:
+        return f"trial {t.number} infeasible: {a['infeasible']}"
+    if t.state == TrialState.PRUNED:
+        return f"trial {t.number} pruned after epoch {a.get('epochs_run', '?')}: {a.get('arch', '')}"
+    if t.state != TrialState.COMPLETE:
+        return f"trial {t.number} {t.state.name.lower()}: {a.get('arch', '')}"
+    values = t.values
+    extra = f", objective 2: {values[1]:,.0f}" if len(values) > 1 else ""
+    return f"trial {t.number} val {values[0]:.4f}{extra} ({a['params']:,} params): {a['arch']}"
+
+
+def summary(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    infeasible = sum("infeasible" in t.user_attrs for t in trials)
+    line = (f"study {study.study_name!r}: {len(trials)} trials, {count[TrialState.COMPLETE]} complete, "
+            f"{count[TrialState.PRUNED] - infeasible} pruned, {infeasible} infeasible, "
+            f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running")
+    rows = best_table(study, top=1)
+    if len(study.directions) > 1:
+        return line + f"; {len(rows)} on the Pareto front"
+    return line + (f"; best val {rows[0]['val_accuracy']:.4f} (trial {rows[0]['trial']})" if rows else "")
+
+
+def best_table(study: optuna.Study, top: int = 10) -> list[dict]:
+    """The best complete trials (the Pareto front, by size, for two objectives), each with its
+    arch string, recipe overrides and the `tinycnn train` command that retrains it."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) == 1:
+        chosen = sorted(done, key=lambda t: -t.value)[:top]
+    else:
+        chosen = sorted(study.best_trials, key=lambda t: t.values[1])
+    return [_row(study, t) for t in chosen]
+
+
+def _row(study: optuna.Study, t: FrozenTrial) -> dict:
+    a = t.user_attrs
+    dataset = study.user_attrs.get("dataset", "")
+    tokens = ["tinycnn", "train", dataset, "--arch", a["arch"], "--recipe", a["recipe_base"]]
+    for o in a["overrides"]:
+        tokens += ["--set", o]
+    return {"trial": t.number, "val_accuracy": t.values[0], "params": a["params"], "macs": a.get("macs"),
+            "arch": a["arch"], "recipe": a["recipe_base"], "overrides": list(a["overrides"]),
+            "epochs_run": a.get("epochs_run"),
+            "duration_s": t.duration.total_seconds() if t.duration else None,
+            "command": shlex.join(tokens)}
