@@ -39,12 +39,14 @@ def cmd_phases(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"{args.dataset} ladder (budget {rows[0]['budget']:,} parameters)")
-    for col, kw in (("phase", {"style": "bold"}), ("change", {}), ("params", {"justify": "right"}),
-                    ("MACs", {"justify": "right"}), ("budget", {})):
+    number = {"justify": "right", "no_wrap": True}
+    for col, kw in (("phase", {"style": "bold", "no_wrap": True}), ("change", {"ratio": 1}), ("params", number),
+                    ("MACs", number), ("int8 weights", number), ("peak RAM", number), ("budget", {"no_wrap": True})):
         table.add_column(col, **kw)
     for r in rows:
         status = "[green]fits[/]" if r["within_budget"] else f"[red]{budget_status(r)}[/]"
-        table.add_row(r["phase"], r["change"], f"{r['params']:,}", f"{r['macs']:,}", status)
+        table.add_row(r["phase"], r["change"], f"{r['params']:,}", f"{r['macs']:,}",
+                      f"{r['int8_weight_bytes']:,} B", f"{r['peak_ram_bytes']:,} B", status)
     console.print(table)
     if args.arch:
         for r in rows:

@@ -3,7 +3,8 @@
 Computed from the specs every time, so no table anywhere is typed by hand. ``params`` is
 the deployed count the budget checks (`budget.deployed_params`); ``train_params`` the
 model as trained, which differs only for re-parameterised (rep*) blocks, so the Markdown
-table shows it only then.
+table shows it only then. ``int8_weight_bytes`` and ``peak_ram_bytes`` are the flash and
+RAM a microcontroller developer checks first (`memory`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from .budget import phase_cost, require_positive_budget
 from .datasets import dataset_info
 from .ladders import ladder
+from .memory import int8_weight_bytes, peak_activation_bytes
 from .spec import PhaseSpec
 
 
@@ -26,6 +28,7 @@ def phase_rows(dataset: str, budget: int | None = None,
             "phase": phase.name, "change": phase.change, "arch": phase.arch,
             "params": cost.params, "train_params": cost.train_params, "macs": cost.macs, "budget": budget,
             "within_budget": cost.within_budget, "over_by": cost.over_by,
+            "int8_weight_bytes": int8_weight_bytes(phase), "peak_ram_bytes": peak_activation_bytes(phase),
         })
     return rows
 
@@ -39,10 +42,10 @@ def phases_markdown(dataset: str, phases: Iterable[PhaseSpec] | None = None) -> 
     rows = phase_rows(dataset, phases=phases)
     trained = any(r["train_params"] != r["params"] for r in rows)
     extra = (" train params |", "---:|") if trained else ("", "")
-    lines = [f"| phase | change | params |{extra[0]} MACs | ≤ {info.budget:,} |",
-             f"|---|---|---:|{extra[1]}---:|---|"]
+    lines = [f"| phase | change | params |{extra[0]} MACs | int8 weights | peak RAM (int8) | ≤ {info.budget:,} |",
+             f"|---|---|---:|{extra[1]}---:|---:|---:|---|"]
     for r in rows:
         train = f" {r['train_params']:,} |" if trained else ""
         lines.append(f"| `{r['phase']}` | {r['change']} | {r['params']:,} |{train} {r['macs']:,} "
-                     f"| {budget_status(r)} |")
+                     f"| {r['int8_weight_bytes']:,} B | {r['peak_ram_bytes']:,} B | {budget_status(r)} |")
     return "\n".join(lines)
