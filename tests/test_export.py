@@ -137,7 +137,7 @@ def _bad_inputs(tmp_path) -> dict:
     return {"corrupt model": ([str(corrupt), "--out", out], "is corrupt, truncated or not a tinycnn-model file"),
             "unwritable out": ([str(MNIST_FINAL), "--out", str(corrupt / "sub")], "cannot write to the output directory"),
             "calibration 0": ([str(MNIST_FINAL), "--out", out, "--calibration", "0"], "--calibration must be"),
-            "unknown format": ([str(MNIST_FINAL), "--out", out, "--format", "c"], "accepted: onnx, int8")}
+            "unknown format": ([str(MNIST_FINAL), "--out", out, "--format", "tflite"], "accepted: onnx, int8, c")}
 
 
 def test_bad_input_from_the_command_line_is_one_line_exit_2(tmp_path):

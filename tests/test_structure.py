@@ -11,7 +11,7 @@ LAYERS = [
     ("models", {"build", "budget", "ladders", "deploy", "memory"}),
     ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies", "export", "search", "searchspace"}),
+    ("runs", {"results", "pipeline", "studies", "export", "cgen", "search", "searchspace"}),
     ("views", {"report", "figures", "readme", "phases_table"}),
     ("door", {"cli", "__main__"}),
 ]

@@ -24,6 +24,10 @@ are standard ONNX; the int8 pool, sigmoid, add and mul are onnxruntime's com.mic
 (QLinearGlobalAveragePool, ...), listed per file under "ops" in export.json. It is quantised from the fixed-batch (1 x C x H x W)
 float file, the shape a microcontroller runs, and it is that very file whose accuracy is
 measured, one image per call (see `run_onnx`).
+
+The C files (``--format c``, which implies int8) are generated from that int8 file by
+`cgen` (emx-onnx-cgen): model.c, model.h, golden vectors and a harness, compiled with the
+system C compiler and compared with onnxruntime's int8 logits bit for bit on the test set.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cgen
 from .atomic import atomic_write
 from .batches import to_float
 from .blocks import GAPHead, SqueezeExcite
@@ -54,7 +59,7 @@ from .evaluate import predict_logits
 from .provenance import environment, utc_now
 from .results import MODEL, portable, write_json
 
-FORMATS = ("onnx", "int8")
+FORMATS = ("onnx", "int8", "c")  # each includes the ones before it
 FLOAT_FILE, DYNAMIC_FILE, INT8_FILE, RECORD_FILE = "model.onnx", "model.dynamic.onnx", "model.int8.onnx", "export.json"
 OPSET = 18
 INPUT, OUTPUT = "image", "logits"
@@ -473,6 +478,16 @@ def _int8_file(model: nn.Module, stage: Path, data: Dataset, calibration: int, l
     return record
 
 
+def _c_files(stage: Path, data: Dataset, check_images: int | None, log) -> dict:
+    """model.c, model.h, model_golden.h and model_main.c from the staged int8 file, checked on
+    the test set (or its first ``check_images``) against onnxruntime, bit for bit."""
+    test = data.test if check_images is None else data.test.subset(check_images)
+    record = cgen.export_c(stage / INT8_FILE, stage, test.x, test.y, log=log)
+    record["source"] = INT8_FILE
+    record["files"] = {name: _file_record(stage / name) for name in cgen.C_FILES}
+    return record
+
+
 def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
     """Move the staged files in, the record last: an export.json always describes files that exist."""
     for name in names:
@@ -480,44 +495,62 @@ def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
 
 
 def _measure(model: nn.Module, data: Dataset, stage: Path, formats: tuple[str, ...], calibration: int,
-             log) -> dict:
+             c_check: int | None, log) -> dict:
     record = {"float": _float_files(model, stage, data, log)}
-    if "int8" in formats:
+    if "int8" in formats or "c" in formats:
         record["int8"] = _int8_file(model, stage, data, calibration, log)
+    if "c" in formats:
+        record["c"] = _c_files(stage, data, c_check, log)
     return record
 
 
-def _versions() -> dict:
+def _file_names(formats: tuple[str, ...]) -> list[str]:
+    names = [FLOAT_FILE, DYNAMIC_FILE]
+    if "int8" in formats or "c" in formats:
+        names.append(INT8_FILE)
+    if "c" in formats:
+        names.extend(cgen.C_FILES)
+    return names
+
+
+def _versions(formats: tuple[str, ...]) -> dict:
     import onnx
     import onnxruntime
     import onnxscript
 
-    return {**environment(), "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
-            "onnxscript_version": onnxscript.__version__}
+    versions = {**environment(), "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
+                "onnxscript_version": onnxscript.__version__}
+    if "c" in formats:
+        versions["emx_onnx_cgen_version"] = cgen.generator_version()
+    return versions
 
 
 def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                formats=("int8",), calibration: int = DEFAULT_CALIBRATION,
-               data_dir: str | os.PathLike | None = None, log=lambda _: None) -> dict:
+               data_dir: str | os.PathLike | None = None, log=lambda _: None, c_check: int | None = None) -> dict:
     """Export a model file (or run directory) to ``out_dir`` (default: beside the model):
-    model.onnx and model.dynamic.onnx, with ``int8`` also model.int8.onnx, and export.json
-    with every check. Each file is written in a staging folder first and moved in only when
-    all of them are written and checked: a failure leaves ``out_dir`` as it was."""
+    model.onnx and model.dynamic.onnx, with ``int8`` also model.int8.onnx, with ``c`` also
+    the C files (checked on the whole test set, or its first ``c_check`` images), and
+    export.json with every check. Each file is written in a staging folder first and moved
+    in only when all of them are written and checked: a failure leaves ``out_dir`` as it was."""
     _require_runtime()
     formats = _check_formats(formats)
+    if "c" in formats:  # before any work: the generator and a compiler must be there
+        cgen.generator_version()
+        cgen.find_compiler()
     model_path = resolve_model_path(model_path)
     model = load_model(model_path)
     data = load_dataset(model.spec.dataset, data_dir)
-    if "int8" in formats and not 1 <= calibration <= len(data.train):
+    if ("int8" in formats or "c" in formats) and not 1 <= calibration <= len(data.train):
         raise ExportError(f"--calibration must be between 1 and {len(data.train):,} training images, "
                           f"got {calibration}")
     out, start = Path(out_dir) if out_dir is not None else model_path.parent, time.perf_counter()
     with _staging(out) as stage:
         record = {"model": portable(model_path), "out_dir": portable(out), "dataset": model.spec.dataset,
                   "arch": model.spec.arch, "params": sum(p.numel() for p in model.parameters()),
-                  "formats": list(formats), **_measure(model, data, stage, formats, calibration, log)}
-        record.update(seconds=round(time.perf_counter() - start, 1), exported_at=utc_now(), versions=_versions())
+                  "formats": list(formats), **_measure(model, data, stage, formats, calibration, c_check, log)}
+        record.update(seconds=round(time.perf_counter() - start, 1), exported_at=utc_now(),
+                      versions=_versions(formats))
         write_json(stage / RECORD_FILE, record)
-        names = [FLOAT_FILE, DYNAMIC_FILE] + ([INT8_FILE] if "int8" in formats else [])
-        _publish(stage, out, names + [RECORD_FILE])
+        _publish(stage, out, _file_names(formats) + [RECORD_FILE])
     return record
