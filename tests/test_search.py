@@ -155,7 +155,7 @@ def test_bad_search_settings_are_refused_before_any_trial(tmp_path, tiny_space, 
     no_val = _space_file(tmp_path, "[recipe]\nval_size = 0\nlr = [0.1, 0.2]", "noval.toml")
     for kwargs, message in [({"space": no_val, "splits": None}, "val_size = 0"),
                             ({"sampler": "annealing"}, "unknown sampler"),
-                            ({"storage": "postgresql://db/study"}, "only journal files"),
+                            ({"storage": "sqlite:///study.db"}, "must be PostgreSQL"),
                             ({"study_name": "a/b"}, "study name"),
                             ({"objective": "pareto", "pruner": "median"}, "pruner none")]:
         args = {"space": tiny_space, "splits": tiny_splits, **kwargs}

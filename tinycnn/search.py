@@ -1,6 +1,6 @@
 """Architecture and recipe search under a parameter budget, on Optuna (issue #16).
 
-    run_search -> study (journal file) -> workers: optimize(SearchObjective) -> trials
+    run_search -> study (journal file or PostgreSQL) -> workers: optimize(SearchObjective) -> trials
     SearchObjective(trial): searchspace.suggest -> fit_only on the validation split -> val accuracy
 
 The space, the candidates and how an infeasible one is handled: `tinycnn.searchspace`.
@@ -18,6 +18,17 @@ alive: start the search on that host to clear it, or fail it by hand (`fail_tria
 trial with no ``host`` at all (killed between Optuna's ``ask`` and its first line) is failed
 once it is `ORPHAN_AFTER_S` old. A search whose every trial was infeasible ends with
 `SearchError`.
+
+**Many machines**: ``storage="postgresql://user:pass@host/db"`` (or ``postgresql+psycopg://``;
+under SQLAlchemy 2.1 both mean psycopg 3) is Optuna's RDB storage (`rdb_storage`), and every
+worker on every machine runs the same command. There the journal's pid rule is not used:
+each running trial beats every `HEARTBEAT_INTERVAL_S`, and one silent for `GRACE_PERIOD_S`
+(its worker was killed, on any host) is failed and queued again with the same parameters, at
+most `MAX_RETRY` times (`fail_stale_heartbeats`, when a search starts and before each trial).
+(The pid rule would misread a queued copy, which carries its dead worker's pid until it runs.)
+The storage and the study are created once in the parent before its workers start; parents
+on several machines that create the schema of an empty database at once collide, which is
+retried. An unreachable database is one `SearchError` naming the URL, password masked.
 """
 from __future__ import annotations
 
@@ -25,9 +36,11 @@ import contextlib
 import fcntl
 import multiprocessing
 import os
+import random
 import re
 import shlex
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +48,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from .budget import phase_cost, require_positive_budget
@@ -59,8 +73,9 @@ from .searchspace import (
 )
 
 __all__ = ["GRID_LIMIT", "KINDS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Choice", "Range", "SearchError",
-           "SearchObjective", "SearchSpace", "SearchSpaceError", "best_table", "fail_dead_trials", "grid_space",
-           "journal_storage", "load_space", "make_pruner", "make_sampler", "run_search", "suggest", "unit_arch"]
+           "SearchObjective", "SearchSpace", "SearchSpaceError", "best_table", "fail_dead_trials",
+           "fail_stale_heartbeats", "grid_space", "journal_storage", "load_space", "make_pruner", "make_sampler",
+           "mask_url", "open_storage", "rdb_storage", "run_search", "suggest", "unit_arch"]
 
 
 class SearchError(TinyCNNError):
@@ -73,6 +88,12 @@ OBJECTIVES = {"val": "maximise validation accuracy (the budget is filled)",
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("none", "median", "halving", "hyperband")
 ORPHAN_AFTER_S = 600.0
+HEARTBEAT_INTERVAL_S = 60  # RDB storage: a running trial's heartbeat
+GRACE_PERIOD_S = 180  # ... silent this long: the trial is failed and queued again
+MAX_RETRY = 2  # ... at most this many times
+CONNECT_TIMEOUT_S = 10
+PG_DRIVERS = ("psycopg", "psycopg2")  # synchronous drivers Optuna's RDB storage works with
+_SCHEMA_TRIES = 6
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -200,15 +221,29 @@ def search_root() -> Path:
     return Path(env) if env else REPO_ROOT / "experiments" / "search"
 
 
-def journal_path(study_name: str, storage: str | os.PathLike | None = None) -> Path:
-    """The journal file of a study, absolute: ``storage`` when given, else ``<search root>/<study>/journal.log``."""
+def _check_study_name(study_name: str) -> None:
     if not _STUDY_NAME.match(study_name):
         raise SearchError(f"study name {study_name!r} must be letters, digits, '.', '_' or '-' (a folder name)")
-    if storage is not None and "://" in str(storage):
-        raise SearchError(f"storage {storage}: only journal files are supported so far (a path); "
-                          f"database URLs are issue #16 item 4")
+
+
+def journal_path(study_name: str, storage: str | os.PathLike | None = None) -> Path:
+    """The journal file of a study, absolute: ``storage`` when given, else ``<search root>/<study>/journal.log``."""
+    _check_study_name(study_name)
+    if is_database_url(storage):
+        raise SearchError(f"storage {mask_url(str(storage))} is a database URL, not a journal file")
     path = Path(storage).expanduser() if storage is not None else search_root() / study_name / "journal.log"
     return (path / "journal.log" if path.is_dir() else path).resolve()
+
+
+def storage_location(study_name: str, storage: str | os.PathLike | None = None) -> str:
+    """Where a study lives: its journal file (absolute) or a checked PostgreSQL URL."""
+    _check_study_name(study_name)
+    return database_url(str(storage)) if is_database_url(storage) else str(journal_path(study_name, storage))
+
+
+def open_storage(location: str) -> optuna.storages.BaseStorage:
+    """A journal file or, for a URL, the RDB storage."""
+    return rdb_storage(location) if is_database_url(location) else journal_storage(location)
 
 
 def journal_storage(path: str | os.PathLike) -> optuna.storages.JournalStorage:
@@ -219,6 +254,79 @@ def journal_storage(path: str | os.PathLike) -> optuna.storages.JournalStorage:
     except OSError as e:
         raise SearchError(f"cannot open the study journal {path}: {e}") from e
     return optuna.storages.JournalStorage(backend)
+
+
+# --- PostgreSQL (many machines) -------------------------------------------------------------
+
+def is_database_url(storage) -> bool:
+    return storage is not None and "://" in str(storage)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password as ***, for messages."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def database_url(url: str) -> str:
+    """Refuse a storage URL other than PostgreSQL's through a synchronous driver."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as e:
+        raise SearchError(f"storage {mask_url(url)} is not a valid database URL ({e}); write "
+                          f"postgresql://user:password@host:port/database, or give a journal file path") from e
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in PG_DRIVERS:
+        raise SearchError(f"storage {mask_url(url)}: a database URL must be PostgreSQL "
+                          f"(postgresql://user:password@host:port/database, driver {' or '.join(PG_DRIVERS)}); "
+                          f"SQLite is not safe for several workers (Optuna #820): use a journal file path instead")
+    return url
+
+
+def _connect_args(url: str) -> dict:
+    """A connect timeout (an unreachable host fails in seconds, not minutes) and a UTF-8 client
+    (a SQL_ASCII database, as ``initdb --no-locale`` makes, hands psycopg 3 bytes that SQLAlchemy
+    cannot read); either may be set in the URL's query instead."""
+    from sqlalchemy.engine import make_url
+
+    query = make_url(url).query
+    defaults = {"connect_timeout": CONNECT_TIMEOUT_S, "client_encoding": "utf8"}
+    return {k: v for k, v in defaults.items() if k not in query}
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on PostgreSQL: heartbeats, stale trials queued again (`MAX_RETRY`),
+    ``pool_pre_ping`` (idle connections drop, Optuna #5600; Optuna sets it for MySQL only).
+    Processes creating the schema of an empty database at once collide on PostgreSQL's
+    catalogue ("duplicate key ... pg_type_typname_nsp_index"): the loser tries again."""
+    database_url(url)
+    for attempt in range(_SCHEMA_TRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True, "connect_args": _connect_args(url)},
+                heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            race = e  # another process is creating the schema
+            if attempt + 1 < _SCHEMA_TRIES:
+                time.sleep(random.uniform(0.2, 1.0))
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+            raise _database_error(url, e) from None
+    raise _database_error(url, race) from None
+
+
+def _database_error(url: str, e: BaseException) -> SearchError:
+    """One line: the URL (password masked), the driver's first line, what to check."""
+    where = mask_url(url)
+    if isinstance(e, ImportError):
+        return SearchError(f"storage {where} needs the PostgreSQL driver psycopg 3 ({e}): "
+                           f"pip install 'psycopg[binary]'")
+    detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+    if isinstance(e, sqlalchemy.exc.OperationalError):
+        return SearchError(f"cannot reach the study database {where}: {detail}; check that the PostgreSQL "
+                           f"server runs and accepts TCP connections at that host and port, that the database "
+                           f"exists (createdb) and that the user and password are right")
+    return SearchError(f"the study database {where} failed: {detail}")
 
 
 # --- workers and the stale-trial rule -------------------------------------------------------
@@ -279,6 +387,28 @@ def fail_dead_trials(study: optuna.Study, log: Callable[[str], None] = print) ->
     return failed
 
 
+def fail_stale_heartbeats(study: optuna.Study, log: Callable[[str], None] = print) -> list[int]:
+    """RDB storage: Optuna's heartbeat rule, which Optuna applies only inside ``optimize``: a
+    RUNNING trial silent for `GRACE_PERIOD_S` is failed and queued again (WAITING, same
+    parameters, `MAX_RETRY` times at most); the next worker to ask runs it."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.number in running and t.state == TrialState.FAIL]
+    for t in failed:
+        again = [r.number for r in trials if r.state == TrialState.WAITING
+                 and r.system_attrs.get("retry_history", [None])[-1] == t.number]
+        log(f"trial {t.number} sent no heartbeat for {GRACE_PERIOD_S} s (host {t.user_attrs.get('host', '?')}, "
+            f"pid {t.user_attrs.get('pid', '?')}): marked failed, not counted; "
+            + (f"queued again as trial {again[0]}" if again else f"not retried (retried {MAX_RETRY} times already)"))
+    return [t.number for t in failed]
+
+
+def fail_stale(study: optuna.Study, location: str, log: Callable[[str], None] = print) -> list[int]:
+    """The stale-trial rule of the study's storage: heartbeats (a database) or the pid rule (a journal)."""
+    return (fail_stale_heartbeats if is_database_url(location) else fail_dead_trials)(study, log)
+
+
 def fail_trial(study: optuna.Study, number: int) -> None:
     """Fail one RUNNING trial by hand (a worker on another host that will not come back)."""
     study.tell(number, state=TrialState.FAIL)
@@ -292,7 +422,7 @@ class SearchJob:
     budget: int
     space: SearchSpace
     study_name: str
-    journal: str
+    storage: str  # an absolute journal path or a PostgreSQL URL (`storage_location`)
     sampler: object = "tpe"
     pruner: object = None
     objective: str = "val"
@@ -304,6 +434,11 @@ class SearchJob:
     @property
     def directions(self) -> list[str]:
         return ["maximize"] if self.objective == "val" else ["maximize", "minimize"]
+
+    @property
+    def where(self) -> str:
+        """The storage for messages (a URL's password masked)."""
+        return mask_url(self.storage)
 
 
 @contextlib.contextmanager
@@ -321,7 +456,7 @@ def quiet_optuna():
 
 
 def _open_study(job: SearchJob, sampler=None, pruner=None) -> optuna.Study:
-    return optuna.create_study(storage=journal_storage(job.journal), study_name=job.study_name,
+    return optuna.create_study(storage=open_storage(job.storage), study_name=job.study_name,
                                directions=job.directions, sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
@@ -376,11 +511,11 @@ def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[s
         for p in procs:
             p.join(timeout=30)
         raise
-    fail_dead_trials(_open_study(job, sampler=optuna.samplers.RandomSampler()), log)  # a crashed worker's trial
+    fail_stale(_open_study(job, sampler=optuna.samplers.RandomSampler()), job.storage, log)  # a crashed worker's
     bad = [f"{p.name} (exit status {p.exitcode})" for p in procs if p.exitcode != 0]
     if bad:
         raise SearchError(f"search worker(s) {', '.join(bad)} stopped; every finished trial is kept in "
-                          f"{job.journal}: run the same command to continue")
+                          f"{job.where}: run the same command to continue")
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -399,14 +534,14 @@ def _prepare_study(job: SearchJob, log: Callable[[str], None]) -> optuna.Study:
         for key, value in {**want, "space": _portable(job.space.path)}.items():
             study.set_user_attr(key, value)
     elif any(have.get(k) != v for k, v in want.items()):
-        raise SearchError(f"study {job.study_name!r} ({job.journal}) searches {have.get('dataset')} under "
+        raise SearchError(f"study {job.study_name!r} ({job.where}) searches {have.get('dataset')} under "
                           f"{have.get('budget')} parameters with objective {have.get('objective')!r}; this "
                           f"command asks for {job.dataset} under {job.budget} with {job.objective!r}: "
                           f"repeat its settings to continue it, or name another study")
     else:
         done = len(study.get_trials(deepcopy=False))
-        log(f"continuing study {job.study_name!r}: {done} trial(s) so far in {job.journal}")
-    fail_dead_trials(study, log)
+        log(f"continuing study {job.study_name!r}: {done} trial(s) so far in {job.where}")
+    fail_stale(study, job.storage, log)
     return study
 
 
@@ -419,10 +554,12 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
                sampler="tpe", pruner=None, objective: str = "val", workers: int = 1, storage=None,
                data_dir=None, splits: Splits | None = None, log: Callable[[str], None] = print,
                device: str = "auto", seed: int | None = None) -> optuna.Study:
-    """Run ``n_trials`` more trials of a study (created, or continued from its journal).
+    """Run ``n_trials`` more trials of a study (created, or continued from its storage).
 
-    ``workers`` > 1 spawns that many processes (one torch thread each) on the same journal;
-    ``splits`` lets tests pass small data (its test split may be None: it is never read)."""
+    ``storage``: a journal file (default ``experiments/search/<study>/journal.log``) or a
+    ``postgresql://`` URL shared by workers on many machines. ``workers`` > 1 spawns that many
+    processes (one torch thread each) on the same study, created here first; ``splits`` lets
+    tests pass small data (its test split may be None: it is never read)."""
     dataset = dataset_info(dataset).name
     require_positive_budget(budget)
     if objective not in OBJECTIVES:
@@ -432,9 +569,9 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     space = load_space(space_path, dataset)
     _require_val(space, splits)
     name = study_name or default_study_name(dataset, budget, objective)
-    job = SearchJob(dataset, budget, space, name, str(journal_path(name, storage)), sampler, pruner, objective,
+    job = SearchJob(dataset, budget, space, name, storage_location(name, storage), sampler, pruner, objective,
                     None if data_dir is None else str(data_dir), splits, device, seed)
-    with quiet_optuna():
+    with quiet_optuna(), _database_errors(job):
         make_sampler(sampler, space, objective)  # refuse a bad sampler or pruner before any trial
         make_pruner(pruner, space, objective)
         _prepare_study(job, log)
@@ -446,6 +583,17 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     _require_feasible(study, job)
     log(summary(study))
     return study
+
+
+@contextlib.contextmanager
+def _database_errors(job: SearchJob):
+    """A database lost in the middle of a search: one `SearchError`, not SQLAlchemy's traceback."""
+    try:
+        yield
+    except sqlalchemy.exc.OperationalError as e:
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise SearchError(f"lost the study database {job.where}: {detail}; finished trials are kept there: "
+                          f"run the same command to continue once it is reachable") from None
 
 
 def _require_val(space: SearchSpace, splits: Splits | None) -> None:
