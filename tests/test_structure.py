@@ -9,9 +9,9 @@ LAYERS = [
     ("facts", {"errors", "datasets", "device", "provenance", "atomic"}),
     ("architecture", {"spec", "blocks"}),
     ("models", {"build", "budget", "ladders", "deploy", "memory"}),
-    ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe"}),
+    ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe", "corruptions"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies", "export", "cgen", "search", "searchspace"}),
+    ("runs", {"results", "pipeline", "studies", "export", "cgen", "search", "searchspace", "robust"}),
     ("views", {"report", "figures", "readme", "phases_table"}),
     ("door", {"cli", "__main__"}),
 ]

@@ -98,7 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_commands(sub)
     _add_deploy_commands(sub)
     _add_search_command(sub)
+    _add_robust_command(sub)
     return parser
+
+
+def _add_robust_command(sub) -> None:
+    p = sub.add_parser("robust", help="accuracy under common corruptions (MNIST-C / CIFAR-10-C style) of a model file")
+    p.add_argument("model", help="path to a model.pt written by tinycnn")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default 0)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _threads_arg(p)
+    p.set_defaults(func=cmd_robust)
+
+
+def cmd_robust(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .data import load_dataset
+    from .device import set_threads
+    from .robust import robustness
+
+    set_threads(args.threads)
+    model = load_model(args.model)
+    result = robustness(model, model.spec.dataset, load_dataset(model.spec.dataset, args.data_dir).test, seed=args.seed)
+    result["model"] = str(args.model)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    table = Table(title=f"{args.model}: {result['benchmark']}, {result['n']:,} test images, seed {args.seed}")
+    for col in ("corruption", "accuracy", "drop"):
+        table.add_column(col, justify="left" if col == "corruption" else "right")
+    for name, row in result["corruptions"].items():
+        table.add_row(name, f"{row['accuracy']:.2%}", f"{row['drop'] * 100:+.2f} pt")
+    console.print(table)
+    console.print(f"clean [bold]{result['clean']:.2%}[/], mean corrupted [bold]{result['mean']:.2%}[/] "
+                  f"(drop {result['drop'] * 100:.2f} pt; worst: {', '.join(result['worst'])}) in {result['seconds']:.0f} s")
+    return 0
 
 
 def _add_training_commands(sub) -> None:
