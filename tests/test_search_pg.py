@@ -30,24 +30,9 @@ from tinycnn import search
 from tinycnn.data import Split, Splits
 from tinycnn.search import SearchError, mask_url, run_search
 
-TINY_SPACE = """
-[arch]
-base_width = 4
-stages = 2
-stem = "conv"
-downsample = "max"
-[arch.stage]
-blocks = 1
-kind = ["sep", "dw"]
-kernel = 3
-[recipe]
-base = "default"
-epochs = 1
-batch_size = 64
-crop_pad = 0
-channels_last = false
-lr = {low = 0.05, high = 0.2, log = true}
-"""
+from test_search import TINY_SPACE as SEARCH_TINY_SPACE
+
+TINY_SPACE = SEARCH_TINY_SPACE.replace("EPOCHS", "1")  # the same cheap space as test_search's
 
 
 def _pg_bin() -> Path | None:
