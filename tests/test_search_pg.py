@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from tinycnn.data import Split, Splits
 from tinycnn.search import SearchError, mask_url, run_search
 
 from test_search import TINY_SPACE as SEARCH_TINY_SPACE
+from test_search import _quiet  # noqa: F401  (autouse: Optuna's experimental/future warnings, as there)
 
 TINY_SPACE = SEARCH_TINY_SPACE.replace("EPOCHS", "1")  # the same cheap space as test_search's
 
@@ -125,14 +125,6 @@ def tiny_space(tmp_path):
     path = tmp_path / "space.toml"
     path.write_text(TINY_SPACE)
     return path
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-        yield
 
 
 def _run(url, splits, space, **kwargs):
