@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_commands(sub)
     _add_deploy_commands(sub)
     _add_search_command(sub)
+    _add_prune_command(sub)
     _add_robust_command(sub)
     return parser
 
@@ -220,6 +221,64 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print export.json's record instead of a summary")
     _threads_arg(p)
     p.set_defaults(func=cmd_export)
+
+
+def _add_prune_command(sub) -> None:
+    p = sub.add_parser("prune", help="structured channel pruning of a trained model to a smaller budget, then fine-tuning")
+    p.add_argument("model", metavar="MODEL_OR_RUN", help="a model.pt written by tinycnn, or a run directory holding one")
+    p.add_argument("--budget", type=int, required=True, help="deployed parameters of the pruned network")
+    p.add_argument("--recipe", default="finetune", help="fine-tuning recipe (default: finetune in "
+                                                        "experiments/recipes/<dataset>.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe field (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="shorthand for --set seed=N")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<dataset>/<phase>-pruned<budget>/seed<k>)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true", help="log lines only, no live display")
+    _threads_arg(p)
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .device import set_threads
+    from .pipeline import run_or_reuse
+
+    set_threads(args.threads)
+    req = _prune_request(args)
+    console.print(f"pruned {req.origin['model']} ({req.origin['params']:,} params) to `{req.spec.arch}` "
+                  f"({req.origin['pruned_params']:,} params); fine-tuning with recipe {req.recipe_name}")
+    metrics = run_or_reuse(req, "new")
+    console.print(f"[bold green]{req.label}[/]: test accuracy {metrics['test_accuracy']:.2%} "
+                  f"({metrics['final_weights']} weights, {metrics['params']:,} params) -> {req.run_dir}")
+    return 0
+
+
+def _prune_request(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from .budget import count_params
+    from .checkpoint import load_model
+    from .export import resolve_model_path
+    from .pipeline import RunRequest
+    from .prune import prune_weights, pruning_target
+    from .recipe import load_recipe
+    from .results import invoked_command, portable, run_dir_for, user_runs_root
+
+    path = resolve_model_path(args.model)
+    model = load_model(path)
+    parent, target = model.spec, pruning_target(model.spec, args.budget)
+    spec = replace(target.spec, name=f"{parent.name}-pruned{args.budget}",
+                   change=f"{parent.name} pruned to {target.params:,} params (width x{target.width:g}), fine-tuned")
+    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    recipe = load_recipe(parent.dataset, args.recipe, overrides)
+    run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, root=user_runs_root())
+    origin = {"model": portable(path), "arch": parent.arch, "params": count_params(model),
+              "pruned_params": target.params, "width": target.width,
+              "method": "structured channel pruning, group L1 magnitude (torch-pruning)"}
+    return RunRequest(spec, recipe, run_dir, recipe_name=args.recipe, command=invoked_command() or "",
+                      data_dir=args.data_dir, device=args.device, quiet=args.quiet,
+                      initial_weights=prune_weights(model, parent, target.spec), origin=origin)
 
 
 def _add_search_command(sub) -> None:

@@ -22,14 +22,14 @@ from torch import nn
 from .blocks import LayerScale, MixedDepthwise, fold_bn
 
 
-def _fusable(module: nn.Module) -> bool:
+def is_fusable(module: nn.Module) -> bool:
     return callable(getattr(module, "fuse", None))
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
     """Replace, in place, every sub-module with a ``fuse()`` method by what it returns; the
     model is returned (or its fused form, if it is such a block itself)."""
-    if _fusable(model):
+    if is_fusable(model):
         return model.fuse()
     for name, child in model.named_children():
         setattr(model, name, reparameterize(child))

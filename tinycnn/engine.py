@@ -87,8 +87,15 @@ class Run:
     steps_per_epoch: int
 
 
-def new_state(spec: PhaseSpec, recipe: Recipe, steps_per_epoch: int, device: torch.device) -> TrainState:
-    model = build(spec).to(device)
+def new_state(spec: PhaseSpec, recipe: Recipe, steps_per_epoch: int, device: torch.device,
+              initial_weights: dict | None = None) -> TrainState:
+    """Model, optimisation and averager at epoch 0; ``initial_weights`` (a state dict of
+    ``build(spec)``, e.g. pruned from a wider trained net) replace the random start before
+    the averager copies the model, so EMA/SWA start from them too."""
+    model = build(spec)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights)
+    model = model.to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optim = Optimization(model, recipe.optimizer_config(), recipe.schedule_config(),
@@ -108,13 +115,14 @@ def fitting_splits(splits: Splits, recipe: Recipe, device: torch.device) -> tupl
 
 def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.device = "auto",
         teacher: nn.Module | None = None, callbacks: list[Callback] | tuple = (),
-        resume_from: dict | None = None) -> FitResult:
-    """Train ``spec`` with ``recipe`` on ``splits.train``; validate on ``splits.val`` each epoch."""
+        resume_from: dict | None = None, initial_weights: dict | None = None) -> FitResult:
+    """Train ``spec`` with ``recipe`` on ``splits.train``; validate on ``splits.val`` each epoch.
+    ``initial_weights`` start the run from given weights (fine-tuning); a resumed run ignores them."""
     device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     train, val = fitting_splits(splits, recipe, device)
     batches = TrainBatches(train, recipe.batch_size, recipe.channels_last)
-    state = new_state(spec, recipe, len(batches), device)
+    state = new_state(spec, recipe, len(batches), device, initial_weights if resume_from is None else None)
     if resume_from is not None:
         state.restore(resume_from)
     forward = torch.compile(state.model) if recipe.compile else state.model

@@ -45,6 +45,8 @@ class RunRequest:
     quiet: bool = True
     splits: Splits | None = None
     callbacks: tuple = field(default=())
+    initial_weights: dict | None = field(default=None, repr=False)  # fine-tuning start (pruning)
+    origin: dict | None = None  # where initial_weights came from, recorded in metrics.json
 
     @property
     def label(self) -> str:
@@ -106,6 +108,7 @@ def _train(req: RunRequest, resume: bool) -> dict:
                                        split_seed=req.recipe.split_seed)
     recipe, teacher = attach_teacher(req.spec, req.recipe)
     command = (ckpt or {}).get("command") or req.command or invoked_command() or ""
+    req = replace(req, origin=req.origin or (ckpt or {}).get("initial_weights"))  # a resumed fine-tune keeps it
     created = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -120,11 +123,13 @@ def _train(req: RunRequest, resume: bool) -> dict:
 def _fit_with_callbacks(req, recipe, splits, device, teacher, ckpt, command) -> FitResult:
     d = Path(req.run_dir)
     progress = None if req.quiet else RichProgress()
-    callbacks = [SaveCheckpoint(d / CHECKPOINT, {"command": command, "recipe_name": req.recipe_name}),
+    callbacks = [SaveCheckpoint(d / CHECKPOINT, {"command": command, "recipe_name": req.recipe_name,
+                                                    "initial_weights": req.origin}),
                  LogLines(RunLog(d / LOG, echo=req.quiet), req.label), *([progress] if progress else []),
                  *req.callbacks]
     try:
-        return fit(req.spec, recipe, splits, device=device, teacher=teacher, callbacks=callbacks, resume_from=ckpt)
+        return fit(req.spec, recipe, splits, device=device, teacher=teacher, callbacks=callbacks, resume_from=ckpt,
+                   initial_weights=req.initial_weights)
     finally:
         if progress is not None:
             progress.stop()
@@ -194,6 +199,7 @@ def run_record(req: RunRequest, recipe: Recipe, result: FitResult, test: dict, d
         "command": command, "resumed": resumed,
         "resumed_by": (invoked_command() or "") if resumed else None,
         "finished_at": utc_now(), "teacher": recipe.kd_teacher or None,
+        **({"initial_weights": req.origin} if req.origin else {}),
     }
 
 
