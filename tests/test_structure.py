@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinycnn"
 LAYERS = [
     ("facts", {"errors", "datasets", "device", "provenance", "atomic"}),
     ("architecture", {"spec", "blocks"}),
-    ("models", {"build", "budget", "ladders", "deploy", "memory"}),
+    ("models", {"build", "budget", "ladders", "deploy", "memory", "prune"}),
     ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe", "corruptions"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
     ("runs", {"results", "pipeline", "studies", "export", "cgen", "search", "searchspace", "robust"}),
