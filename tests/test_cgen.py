@@ -41,7 +41,7 @@ def test_c_is_bit_exact_with_onnxruntime_on_200_test_images(c_export):
     check = record["c"]["check"]
     assert check["images"] == CHECK and check["bit_exact"] == CHECK and check["top1_agreement"] == 1.0
     assert check["golden_images"] == check["golden_bit_exact"] == cgen.GOLDEN_IMAGES
-    assert check["test_accuracy"] >= 0.98 and check["flags"] == "-std=c99 -O2"
+    assert check["test_accuracy"] >= 0.98 and check["flags"] == "-std=c99 -O2 -Wall -Wextra -Werror"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*export._file_names(("c",)), export.RECORD_FILE])
 
@@ -67,16 +67,24 @@ def test_int8_logits_are_what_the_int8_file_dequantises(c_export, test_images):
     assert np.array_equal((reference.astype(np.float32) - zero) * scale, floats)
 
 
-def test_no_heap_and_measured_object(c_export):
+def test_no_heap_no_libm_and_a_static_arena_near_its_lower_bound(c_export):
     out, record = c_export
     source = (out / cgen.C_FILE).read_text()
     assert not cgen.HEAP_CALL.search(source) and "fopen" not in source  # no heap, no weights file
-    obj = record["c"]["object"]
-    assert obj["heap"] is False and "malloc" not in obj["external_calls"]
-    assert 2_000 < obj["flash_bytes"] < 32_000 and obj["text"] + obj["data"] == obj["flash_bytes"]
-    assert obj["stack_bytes"] > 7_840  # at least the largest activation: nothing is reused yet (issue 22)
-    assert "expf" in obj["libm_calls"]  # the sigmoid: noted, removed under issue 22
-    assert record["c"]["generator"]["version"] == record["versions"]["emx_onnx_cgen_version"]
+    assert "static int8_t arena[" in source and "math.h" not in source
+    memory = record["c"]["memory"]
+    assert memory["lower_bound_bytes"] <= memory["arena_bytes"] <= 1.1 * memory["lower_bound_bytes"]
+    assert memory["lower_bound_bytes"] >= 2 * 7_840  # the two largest activations, live at once
+    targets = [record["c"]["object"]] + ([record["c"]["cortex_m4"]] if record["c"]["cortex_m4"] else [])
+    for obj in targets:  # built with -Wall -Wextra -Werror -pedantic: a warning would have failed it
+        assert "-Werror" in obj["flags"] and "-pedantic" in obj["flags"]
+        assert obj["heap"] is False and obj["libm_calls"] == []
+        assert set(obj["external_calls"]) <= {"memcpy", "memset"}, obj["external_calls"]
+        assert 2_000 < obj["flash_bytes"] < 16_000 and obj["text"] + obj["data"] == obj["flash_bytes"]
+        assert obj["bss"] >= memory["arena_bytes"] and 0 < obj["stack_bytes"] < 512  # the arena is not on the stack
+    assert record["c"]["flash_of"] == ("cortex_m4" if shutil.which(cgen.ARM_COMPILER) else
+                                       "object (host: no arm-none-eabi-gcc on PATH)")
+    assert record["c"]["generator"] == record["versions"]["generator"] == f"tinycnn {cgen.generator_version()}"
     assert all(record["c"]["files"][name]["bytes"] == (out / name).stat().st_size for name in cgen.C_FILES)
 
 
@@ -117,11 +125,3 @@ def test_missing_compiler_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "no C compiler (cc or gcc) found" in err
     assert not out.exists()
-
-
-def test_missing_generator_names_the_extra(monkeypatch):
-    real = cgen.importlib.util.find_spec
-    monkeypatch.setattr(cgen.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "emx_onnx_cgen" else real(name, *a))
-    with pytest.raises(ExportError, match=r"needs emx-onnx-cgen.*pip install 'tinycnn\[export\]'"):
-        cgen.generator_version()

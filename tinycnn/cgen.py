@@ -1,45 +1,42 @@
-"""C source for microcontrollers from a run's int8 ONNX file (issue 17, item 5), checked
-bit for bit against onnxruntime and measured (flash, stack, heap, library calls).
+"""C source for microcontrollers from a run's int8 ONNX file (issues 17 item 5, 22 items 1-3),
+checked bit for bit against onnxruntime and measured (flash, arena, stack, library calls).
 
-The path, one step per function, so that issue 22's arena-planned generator can replace the
-generating step alone and keep the rest (API, golden vectors, harness, check, measurement):
+The path, one step per function:
 
-1. `c_graph`: model.int8.onnx as the generator gets it. The file takes float [0, 1] images
+1. `c_graph`: model.int8.onnx as the C writer gets it. The file takes float [0, 1] images
    and ends in DequantizeLinear; the C graph takes the **uint8 pixels** a sensor or the
    dataset gives (a Cast and a Div by 255 put in front: the same IEEE division `to_float`
    does) and returns the **int8 logits** (the final DequantizeLinear dropped: float logits
    are ``(q - zero_point) * scale``, the same argmax). Every tensor's shape is written into
    ``value_info`` (measured by onnxruntime, all intermediate outputs exposed): ONNX shape
-   inference does not know com.microsoft ops, and emx-onnx-cgen stops without them.
-2. `generate_c`: emx-onnx-cgen writes model.c with every temporary a local of ``model()``
-   (``--large-temp-threshold 0``: no heap) and every weight inline
-   (``--large-weight-threshold 0``: no weights file to load). Its default mallocs each
-   large buffer per call; the stack then holds every activation at once, none reused (the
-   memory plan is issue 22). model.h is written here, from the generated prototype.
+   inference does not know com.microsoft ops.
+2. `generate_c`: `cwriter` writes model.c: every intermediate at a planned offset of one
+   static arena (`arena`: lifetimes, greedy by size, in place where the op allows), weights
+   ``static const``, no heap, no recursion, no libm; its arithmetic is onnxruntime's, op by
+   op (see cwriter's docstring). model.h is written here, from the generated prototype.
 3. `write_golden` / `HARNESS`: a few test images and onnxruntime's int8 logits as C arrays
    (model_golden.h), and model_main.c, which runs them (no arguments) or maps a file of raw
    images to a file of int8 logits (two arguments), the mode the full-test-set check uses.
 4. `check_c` and `measure_object`: the system C compiler builds the harness
-   (``-std=c99 -O2``; ``-ffast-math`` would break exactness), its int8 logits are compared
-   with onnxruntime's bit for bit; ``-Os -c`` gives the object's text + data (flash) and,
-   with ``-fstack-usage``/``-fcallgraph-info``, the stack of ``model()``'s deepest call chain.
-   Undefined symbols of the object are listed: the generated code calls libm (``expf`` in the
-   sigmoid, ``nearbyintf``, ``fminf``, ``fmaxf``), which issue 22 removes.
+   (``-std=c99 -O2 -Wall -Wextra -Werror``; ``-ffast-math`` would break exactness), its int8
+   logits are compared with onnxruntime's bit for bit; ``-Os -c`` gives the object's text +
+   data (flash) and, with ``-fstack-usage``/``-fcallgraph-info``, the stack of ``model()``'s
+   deepest call chain, and its undefined symbols (library calls). Where ``arm-none-eabi-gcc``
+   is on PATH the same object is built for a Cortex-M4F (``-mcpu=cortex-m4 -mthumb
+   -mfloat-abi=hard -mfpu=fpv4-sp-d16 -Os``), the flash and stack of a real target.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import cwriter
 from .atomic import atomic_write_text
 from .batches import to_float
 from .errors import ExportError
@@ -48,10 +45,12 @@ C_FILE, H_FILE, GOLDEN_FILE, MAIN_FILE = "model.c", "model.h", "model_golden.h",
 C_FILES = (C_FILE, H_FILE, GOLDEN_FILE, MAIN_FILE)
 FUNCTION, PIXELS, LOGITS = "model", "pixels", "logits"
 GOLDEN_IMAGES = 10  # test images in the model_golden.h that ships
-GENERATOR = "emx-onnx-cgen"
-GENERATOR_OPTIONS = ("--large-temp-threshold", "0", "--large-weight-threshold", "0")
-BUILD_FLAGS = ("-std=c99", "-O2")
-OBJECT_FLAGS = ("-std=c99", "-Os", "-c")
+GENERATOR = "tinycnn"
+WARNINGS = ("-Wall", "-Wextra", "-Werror")
+BUILD_FLAGS = ("-std=c99", "-O2", *WARNINGS)
+OBJECT_FLAGS = ("-std=c99", "-Os", "-c", *WARNINGS, "-pedantic")
+ARM_COMPILER = "arm-none-eabi-gcc"
+ARM_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
 STACK_FLAGS = ("-fstack-usage", "-fcallgraph-info=su")
 HEAP_CALL = re.compile(r"\b(malloc|calloc|realloc|free|alloca)\s*\(")
 LIBM = {f"{name}{suffix}" for name in ("exp", "log", "pow", "sqrt", "tanh", "nearbyint", "rint", "lrint", "round",
@@ -64,11 +63,10 @@ def _first_line(text: str) -> str:
 
 
 def generator_version() -> str:
-    """The installed emx-onnx-cgen's version; an ExportError naming the extra if it is missing."""
-    if importlib.util.find_spec("emx_onnx_cgen") is None:
-        raise ExportError(f"the C export needs {GENERATOR}, which is not installed; "
-                          f"install it with: pip install 'tinycnn[export]'")
-    return importlib.metadata.version(GENERATOR)
+    """The generator of model.c: tinycnn itself (`cwriter`), at this package's version."""
+    from . import __version__
+
+    return __version__
 
 
 def find_compiler(compiler: str | None = None) -> str:
@@ -212,25 +210,13 @@ def logit_quantisation(int8_onnx) -> tuple[float, int]:
 
 # --- 2. generating model.c and model.h -----------------------------------------------------------
 
-def generate_c(graph, build: Path) -> str:
-    """model.c's text, from emx-onnx-cgen run on ``graph`` in the folder ``build``."""
-    source, target = build / "model.c.onnx", build / C_FILE
-    source.write_bytes(graph.SerializeToString())
-    cmd = [sys.executable, "-m", "emx_onnx_cgen", "compile", "--color", "never", *GENERATOR_OPTIONS,
-           "--model-name", FUNCTION, str(source), str(target)]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=build)
-    if r.returncode != 0 or not target.is_file():
-        lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
-        raise ExportError(f"{GENERATOR} could not generate C for this model: "
-                          f"{lines[-1].strip()[:300] if lines else f'exit status {r.returncode}'}")
-    text = target.read_text()
+def generate_c(graph) -> tuple[str, dict]:
+    """model.c's text for the C graph, and its memory plan (`cwriter.write_model_c`)."""
+    text, memory = cwriter.write_model_c(graph)
     heap = sorted(set(HEAP_CALL.findall(text)))
-    if heap:
-        raise ExportError(f"the generated C calls {', '.join(heap)} although heap use was switched off "
-                          f"({' '.join(GENERATOR_OPTIONS)})")
-    if list(build.glob("*.bin")):
-        raise ExportError(f"{GENERATOR} wrote the weights to a separate file; the C export keeps them inline")
-    return text
+    if heap:  # a guard on the writer itself: it never emits these
+        raise ExportError(f"the generated C calls {', '.join(heap)}")
+    return text, memory
 
 
 def prototype(c_text: str) -> str:
@@ -246,11 +232,14 @@ def prototype(c_text: str) -> str:
 def header(c_text: str, shape: list[int], classes: int, scale: float, zero_point: int, version: str) -> str:
     """model.h: the entry point, the shapes as macros, and how to read the int8 logits."""
     _, channels, height, width = shape
-    return f"""/* tinycnn int8 model, generated by {GENERATOR} {version} from model.int8.onnx (tinycnn export --format c).
+    return f"""/* tinycnn int8 model, generated by {GENERATOR} {version} (tinycnn.cwriter) from model.int8.onnx
+ * (tinycnn export --format c).
  * Input: uint8 pixels as the dataset stores them (N C H W order, batch 1); the model divides by 255 and
  * normalises itself. Output: int8 logits, bit-exact with onnxruntime on model.int8.onnx; the float logits
  * are (logits[0][k] - MODEL_LOGIT_ZERO_POINT) * MODEL_LOGIT_SCALE, the class is the argmax of either.
- * Memory: no heap; every intermediate tensor is a local of model() (stack), none reused. It calls libm. */
+ * Memory: one static arena inside model.c holds every intermediate tensor at a planned offset; no heap,
+ * no recursion, no libm (compile without -ffast-math and without FMA contraction: -std=c99 keeps it off).
+ * model() is not reentrant: the arena is shared by all calls. */
 #ifndef TINYCNN_MODEL_H
 #define TINYCNN_MODEL_H
 #include <stdint.h>
@@ -301,7 +290,7 @@ static const int8_t model_golden_logits[MODEL_GOLDEN_COUNT][MODEL_CLASSES] = {{
 """)
 
 
-HARNESS = r"""/* Test harness for model.c (tinycnn export --format c). Build: cc -std=c99 -O2 model.c model_main.c -lm
+HARNESS = r"""/* Test harness for model.c (tinycnn export --format c). Build: cc -std=c99 -O2 model.c model_main.c
  *   ./a.out                  runs the golden vectors of model_golden.h, exit 0 when all are bit-exact
  *   ./a.out IMAGES LOGITS    reads raw uint8 images (MODEL_PIXELS bytes each), writes int8 logits */
 #include <stdio.h>
@@ -372,14 +361,15 @@ def write_c(int8_onnx, out_dir, images: torch.Tensor, logits: np.ndarray) -> dic
     shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     classes = graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     scale, zero_point = logit_quantisation(int8_onnx)
-    with tempfile.TemporaryDirectory(prefix="tinycnn-cgen-") as tmp:
-        text = generate_c(graph, Path(tmp))
+    text, memory = generate_c(graph)
     out = Path(out_dir)
     atomic_write_text(out / C_FILE, text)
     atomic_write_text(out / H_FILE, header(text, shape, classes, scale, zero_point, version))
     write_golden(out / GOLDEN_FILE, images, logits)
     atomic_write_text(out / MAIN_FILE, HARNESS)
-    return {"generator": {"tool": GENERATOR, "version": version, "options": list(GENERATOR_OPTIONS)},
+    return {"generator": f"{GENERATOR} {version}",
+            "memory": {k: memory[k] for k in ("arena_bytes", "lower_bound_bytes", "lower_bound_of", "plan")},
+            "macs": memory["macs"], "kernels": memory["kernels"],
             "api": prototype(text), "input": "uint8 pixels [1, C, H, W] as stored; /255 and normalisation inside",
             "output": "int8 logits (model.int8.onnx's final DequantizeLinear input)",
             "logit_scale": scale, "logit_zero_point": zero_point,
@@ -400,7 +390,7 @@ def build_harness(c_dir, build: Path, compiler: str | None = None) -> Path:
     """Compile model.c and model_main.c from ``c_dir`` into an executable in ``build``."""
     cc, c_dir = find_compiler(compiler), Path(c_dir).resolve()
     exe = Path(build).resolve() / "model_test"
-    _compile([cc, *BUILD_FLAGS, str(c_dir / C_FILE), str(c_dir / MAIN_FILE), "-o", str(exe), "-lm"], c_dir,
+    _compile([cc, *BUILD_FLAGS, str(c_dir / C_FILE), str(c_dir / MAIN_FILE), "-o", str(exe)], c_dir,
              "the generated C")
     return exe
 
@@ -447,14 +437,15 @@ def _compiler_version(cc: str) -> str:
     return f"{Path(cc).name}: {_first_line(r.stdout) if r.returncode == 0 else 'version unknown'}"
 
 
-def measure_object(c_file, compiler: str | None = None) -> dict:
-    """``cc -std=c99 -Os -c model.c``: text, data and bss from ``size`` (flash = text + data, the
-    weights being const), the stack of the entry point's deepest call chain from the compiler's
+def measure_object(c_file, compiler: str | None = None, target: tuple[str, ...] = ()) -> dict:
+    """``cc -std=c99 -Os -c -Wall -Wextra -Werror -pedantic model.c`` (with ``target``'s flags):
+    text, data and bss from ``size`` (flash = text + data, the weights being const and rodata
+    counted in text), the stack of the entry point's deepest call chain from the compiler's
     stack-usage files, and the object's undefined symbols (library calls)."""
     cc, c_file = find_compiler(compiler), Path(c_file).resolve()
     with tempfile.TemporaryDirectory(prefix="tinycnn-cobj-") as tmp:
         obj = Path(tmp) / "model.o"
-        flags = list(OBJECT_FLAGS)
+        flags = [*OBJECT_FLAGS, *target]
         for extra in (STACK_FLAGS, STACK_FLAGS[:1], ()):
             r = subprocess.run([cc, *flags, *extra, str(c_file), "-o", str(obj)], capture_output=True, text=True,
                                check=False, cwd=tmp)
@@ -463,15 +454,32 @@ def measure_object(c_file, compiler: str | None = None) -> dict:
         else:
             raise ExportError(f"{Path(cc).name} could not compile {c_file.name} with {' '.join(flags)}: "
                               f"{_first_line(r.stderr)}")
-        record = {"compiler": _compiler_version(cc), "flags": " ".join([*flags, *extra]), **_sizes(obj)}
-        record.update(_stack(Path(tmp)), external_calls=_undefined(obj))
+        record = {"compiler": _compiler_version(cc), "flags": " ".join([*flags, *extra]), **_sizes(obj, cc)}
+        record.update(_stack(Path(tmp)), external_calls=_undefined(obj, cc))
     record["heap"] = bool({"malloc", "calloc", "realloc", "free"} & set(record["external_calls"]))
     record["libm_calls"] = [name for name in record["external_calls"] if name in LIBM]
     return record
 
 
-def _sizes(obj: Path) -> dict:
-    tool = shutil.which("size")
+def measure_targets(c_file, compiler: str | None = None) -> dict:
+    """The host object, and a Cortex-M4F object where arm-none-eabi-gcc is on PATH; "flash_of"
+    says which of them the flash and stack figures of the record come from."""
+    record = {"object": measure_object(c_file, compiler)}
+    arm = shutil.which(ARM_COMPILER)
+    record["cortex_m4"] = measure_object(c_file, arm, ARM_FLAGS) if arm else None
+    record["flash_of"] = "cortex_m4" if arm else "object (host: no arm-none-eabi-gcc on PATH)"
+    return record
+
+
+def _tool(name: str, cc: str) -> str | None:
+    """binutils' ``name`` beside a cross compiler (arm-none-eabi-size), else the host's."""
+    base = Path(cc).name
+    prefix = base[:-len("gcc")] if base.endswith("gcc") else ""
+    return (shutil.which(prefix + name) if prefix else None) or shutil.which(name)
+
+
+def _sizes(obj: Path, cc: str) -> dict:
+    tool = _tool("size", cc)
     if tool is None:
         return {"text": None, "data": None, "bss": None, "flash_bytes": None}
     r = subprocess.run([tool, str(obj)], capture_output=True, text=True, check=False)
@@ -482,8 +490,8 @@ def _sizes(obj: Path) -> dict:
     return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data}
 
 
-def _undefined(obj: Path) -> list[str]:
-    tool = shutil.which("nm")
+def _undefined(obj: Path, cc: str) -> list[str]:
+    tool = _tool("nm", cc)
     if tool is None:
         return []
     r = subprocess.run([tool, "-u", str(obj)], capture_output=True, text=True, check=False)
@@ -532,10 +540,13 @@ def export_c(int8_onnx, out_dir, images: torch.Tensor, labels: torch.Tensor, gol
     reference = reference_logits(int8_onnx, images)
     record = write_c(int8_onnx, out_dir, images[:golden], reference[:golden])
     record["check"] = check_c(out_dir, images, labels, reference, cc)
-    record["object"] = measure_object(Path(out_dir) / C_FILE, cc)
-    check, obj = record["check"], record["object"]
-    log(f"C ({GENERATOR} {record['generator']['version']}): {check['bit_exact']:,}/{check['images']:,} test images "
-        f"bit-exact with onnxruntime (int8 logits), accuracy {check['test_accuracy']:.2%}; object (-Os) "
+    record.update(measure_targets(Path(out_dir) / C_FILE, cc))
+    check, memory = record["check"], record["memory"]
+    obj = record["cortex_m4"] or record["object"]
+    where = "Cortex-M4F" if record["cortex_m4"] else "host"
+    log(f"C ({record['generator']}): {check['bit_exact']:,}/{check['images']:,} test images "
+        f"bit-exact with onnxruntime (int8 logits), accuracy {check['test_accuracy']:.2%}; arena "
+        f"{memory['arena_bytes']:,} B (lower bound {memory['lower_bound_bytes']:,} B); {where} object (-Os) "
         f"{obj['flash_bytes'] or 0:,} B text+data, stack {obj['stack_bytes'] or 0:,} B, "
         f"{'heap' if obj['heap'] else 'no heap'}, calls {', '.join(obj['external_calls']) or 'nothing'}")
     return record

@@ -26,7 +26,7 @@ float file, the shape a microcontroller runs, and it is that very file whose acc
 measured, one image per call (see `run_onnx`).
 
 The C files (``--format c``, which implies int8) are generated from that int8 file by
-`cgen` (emx-onnx-cgen): model.c, model.h, golden vectors and a harness, compiled with the
+`cgen` (tinycnn's own arena-planned writer, `cwriter`): model.c, model.h, golden vectors and a harness, compiled with the
 system C compiler and compared with onnxruntime's int8 logits bit for bit on the test set.
 """
 from __future__ import annotations
@@ -521,7 +521,7 @@ def _versions(formats: tuple[str, ...]) -> dict:
     versions = {**environment(), "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
                 "onnxscript_version": onnxscript.__version__}
     if "c" in formats:
-        versions["emx_onnx_cgen_version"] = cgen.generator_version()
+        versions["generator"] = f"{cgen.GENERATOR} {cgen.generator_version()}"
     return versions
 
 
@@ -535,8 +535,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike | None 
     in only when all of them are written and checked: a failure leaves ``out_dir`` as it was."""
     _require_runtime()
     formats = _check_formats(formats)
-    if "c" in formats:  # before any work: the generator and a compiler must be there
-        cgen.generator_version()
+    if "c" in formats:  # before any work: a compiler must be there
         cgen.find_compiler()
     model_path = resolve_model_path(model_path)
     model = load_model(model_path)
