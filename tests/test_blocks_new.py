@@ -358,7 +358,7 @@ def test_phase_table_shows_train_params_only_when_they_differ():
     assert [(r["params"], r["train_params"]) for r in rows] == [(88 + 584 + 90, 88 + 688 + 90),
                                                                 (88 + 592 + 90, 88 + 592 + 90)]
     table = phases_markdown("mnist", phases=[rep, plain])
-    assert table.splitlines()[0] == "| phase | change | params | train params | MACs | int8 weights | peak RAM (int8) | ≤ 1,500 |"
+    assert table.splitlines()[0] == "| phase | change | params | train params | MACs | int8 weights | peak RAM (int8) | arena (int8) | ≤ 1,500 |"
     assert "| `r` | rep | 762 | 866 |" in table
     assert "train params" not in phases_markdown("mnist", phases=[plain])
     assert "train params" not in phases_markdown("mnist") and "train params" not in phases_markdown("cifar10")

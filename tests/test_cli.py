@@ -51,6 +51,10 @@ def test_fit_json():
     (("phases", "svhn"), "unknown dataset 'svhn'; accepted: mnist, cifar10"),
     (("fit", "mnist", "--phase", "huge", "--budget", "10"), "unknown phase 'huge'"),
     (("fit", "mnist", "--budget", "20"), "cannot fit"),
+    (("fit", "mnist", "--budget", "1500", "--ram-budget", "100"), "B of activation RAM (planned int8 arena) even at "
+                                                                  "its narrowest (x0.01), over the RAM budget of 100 B"),
+    (("phases", "mnist", "--ram-budget", "-5"), "RAM budget must be a positive number of bytes, got -5"),
+    (("prune", "does-not-exist.pt", "--budget", "700"), "does-not-exist.pt"),
     (("train", "mnist", "--phase", "paper", "--budget", "1500", "--recipe", "smoke"), "over the budget of 1,500 by 190"),
     (("train", "mnist", "--set", "bogus=1"), "unknown recipe field 'bogus'"),
     (("train", "mnist", "--arch", "conv_k3_c8 maxpool gap"), "unknown block"),

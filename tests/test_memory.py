@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from tinycnn import get_phase
-from tinycnn.memory import int8_weight_bytes, peak_activation_bytes
+from tinycnn.budget import deployed_params, fit_width
+from tinycnn.errors import BudgetError
+from tinycnn.memory import int8_weight_bytes, peak_activation_bytes, planned_arena_bytes
+from tinycnn.phases_table import budget_status, phase_rows
 from tinycnn.spec import PhaseSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +37,38 @@ def test_a_residual_keeps_its_input_alive_across_the_branch():
 def test_int8_weight_bytes_match_the_exported_int8_file(dataset, run):
     export = json.loads((REPO / "experiments/results" / dataset / run / "export.json").read_text())
     assert int8_weight_bytes(get_phase(dataset, "final")) == export["int8"]["int8_weight_bytes"]
+
+
+# --- the planned arena and --ram-budget (issue 22, item 5) ---------------------------------------
+
+def test_planned_arena_is_at_least_the_peak_and_close_to_it_for_the_finals():
+    for dataset in ("mnist", "cifar10"):
+        spec = get_phase(dataset, "final")
+        peak, arena = peak_activation_bytes(spec), planned_arena_bytes(spec)
+        assert peak <= arena <= 1.1 * peak
+
+
+@pytest.mark.parametrize("ram", [6_000, 8_000, 12_000])
+def test_width_solver_fits_the_ram_budget_and_no_wider_grid_point_does(ram):
+    spec = get_phase("mnist", "final")
+    fit = fit_width(spec, 1500, ram_budget=ram)
+    assert planned_arena_bytes(fit.spec) <= ram and fit.params <= 1500
+    wider = spec.scaled(round(fit.width + 0.01, 6))
+    assert planned_arena_bytes(wider) > ram or deployed_params(wider) > 1500
+    assert fit.width < fit_width(spec, 1500).width  # the RAM budget, not the parameters, decided
+
+
+def test_a_ram_budget_nothing_fits_names_both_figures():
+    with pytest.raises(BudgetError, match=r"needs [\d,]+ B of activation RAM .* over the RAM budget of 500 B"):
+        fit_width(get_phase("mnist", "final"), 1500, ram_budget=500)
+    with pytest.raises(BudgetError, match="RAM budget must be a positive number of bytes"):
+        fit_width(get_phase("mnist", "final"), 1500, ram_budget=0)
+
+
+def test_phases_rows_report_ram_over_budget():
+    rows = {r["phase"]: r for r in phase_rows("mnist", ram_budget=10_000)}
+    final = rows["sam"]
+    assert final["arena_bytes"] == planned_arena_bytes(get_phase("mnist", "final"))
+    assert not final["within_budget"] and final["ram_over_by"] == final["arena_bytes"] - 10_000
+    assert budget_status(final) == f"RAM over by {final['ram_over_by']:,} B"
+    assert all(r["within_budget"] == (r["over_by"] == 0) for r in phase_rows("mnist", ram_budget=10**6))

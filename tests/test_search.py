@@ -336,3 +336,15 @@ def test_cli_search_with_a_bad_space_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinycnn", "search", "mnist", "--budget", "1500", "--space", str(bad),
                         "--storage", str(tmp_path / "j.log")], capture_output=True, text=True)
     assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_ram_budget_makes_candidates_infeasible_before_training(tmp_path, tiny_space, tiny_splits, monkeypatch):
+    calls = []
+    monkeypatch.setattr(search, "fit_only", lambda *a, **k: calls.append(a))
+    with pytest.raises(SearchError, match="no candidate fits"):
+        _run(tmp_path, tiny_splits, tiny_space, ram_budget=1_000, n_trials=2)
+    trials = _trials(tmp_path / "s" / "journal.log")
+    assert calls == [] and [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert all("over the RAM budget of 1,000 B" in t.user_attrs["infeasible"] for t in trials)
+    with pytest.raises(SearchError, match=r"RAM budget 1000\) .* asks for .*RAM budget 2000\)"):
+        _run(tmp_path, tiny_splits, tiny_space, ram_budget=2_000, n_trials=0)

@@ -75,10 +75,10 @@ class PhaseCost:
         return max(0, self.params - self.budget)
 
 
-def require_positive_budget(budget: int) -> int:
+def require_positive_budget(budget: int, what: str = "budget", unit: str = "parameters") -> int:
     """A budget of zero or less fits nothing; saying so beats printing "over by" for every phase."""
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not budget >= 1:
-        raise BudgetError(f"budget must be a positive number of parameters, got {budget}")
+        raise BudgetError(f"{what} must be a positive number of {unit}, got {budget}")
     return budget
 
 
@@ -130,9 +130,10 @@ class WidthFit:
 
 
 def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float = 8.0,
-              multiple: int = 1) -> WidthFit:
+              multiple: int = 1, ram_budget: int | None = None) -> WidthFit:
     """The widest multiplier on a ``step`` grid whose scaled phase fits ``budget``, with
-    every width rounded to a multiple of ``multiple`` (see `PhaseSpec.scaled`).
+    every width rounded to a multiple of ``multiple`` (see `PhaseSpec.scaled`), and, given
+    ``ram_budget``, whose planned int8 activation arena fits that many bytes too.
 
     Counts are `deployed_params`. Parameters grow with width, but rounding widths to
     integers makes the growth only *nearly* monotone. So: bisect for the boundary, then
@@ -164,5 +165,30 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
         if params_at(i) <= budget:
             lo = i
             break
+    if ram_budget is not None:
+        lo = _widest_within_ram(spec, lo, step, multiple, ram_budget)
     width = round(lo * step, 6)
     return WidthFit(width, spec.scaled(width, multiple), params_at(lo))
+
+
+def _widest_within_ram(spec: PhaseSpec, hi: int, step: float, multiple: int, ram_budget: int) -> int:
+    """The widest grid point <= ``hi`` whose planned arena fits ``ram_budget`` bytes. Activation
+    bytes grow with every width (a sum of channels x pixels), so a bisection finds it."""
+    from .memory import planned_arena_bytes
+
+    require_positive_budget(ram_budget, "RAM budget", "bytes")
+
+    def arena_at(i: int) -> int:
+        return planned_arena_bytes(spec.scaled(round(i * step, 6), multiple))
+
+    if arena_at(hi) <= ram_budget:
+        return hi
+    if arena_at(1) > ram_budget:
+        raise BudgetError(f"phase {spec.name!r} needs {arena_at(1):,} B of activation RAM (planned int8 arena) even "
+                          f"at its narrowest (x{step}), over the RAM budget of {ram_budget:,} B; raise --ram-budget "
+                          f"or choose a phase that downsamples earlier")
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if arena_at(mid) <= ram_budget else (lo, mid - 1)
+    return lo

@@ -10,6 +10,9 @@ activations — both computed from the spec, no training needed.
   actually executes (a dispatch-mode trace of one image): a tensor lives from the op that
   makes it to the last op that reads it; the input image counts, weights do not. In-place
   ops and views share their input's buffer.
+* planned arena bytes: the same lifetimes placed in one static arena by `arena.plan` (TFLM's
+  greedy-by-size planner), what `--ram-budget` checks for `phases`, `fit` and `search`
+  (issue 22, item 5); the C export plans its int8 ONNX graph with the same planner.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from . import arena
+from .arena import Tensor
 from .build import build
 from .datasets import dataset_info
 from .deploy import deploy
@@ -53,8 +58,9 @@ class _OpTrace(TorchDispatchMode):
         return out
 
 
-def peak_live_elements(model: nn.Module, x: torch.Tensor) -> int:
-    """The largest number of activation elements alive at once when ``model`` runs on ``x``."""
+def activation_lifetimes(model: nn.Module, x: torch.Tensor) -> list[Tensor]:
+    """Every activation buffer of one forward pass of ``model`` on ``x``: elements (= int8
+    bytes) and the ops that first write and last read it (the input is written before op 0)."""
     weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     trace = _OpTrace(weights)
     with torch.no_grad(), trace:
@@ -65,12 +71,26 @@ def peak_live_elements(model: nn.Module, x: torch.Tensor) -> int:
             first.setdefault(key, i)
         for key in reads + writes:
             last[key] = i
-    return max((sum(trace.size[k] for k in first if first[k] <= i <= last.get(k, first[k]))
-                for i in range(len(trace.ops))), default=0)
+    return [Tensor(f"t{n}", trace.size[k], first[k] + 1, last.get(k, first[k]) + 1) for n, k in enumerate(first)]
+
+
+def peak_live_elements(model: nn.Module, x: torch.Tensor) -> int:
+    """The largest number of activation elements alive at once when ``model`` runs on ``x``."""
+    return arena.lower_bound(arena.buffers(activation_lifetimes(model, x)))
+
+
+def _deployed_with_input(spec: PhaseSpec) -> tuple[nn.Module, torch.Tensor]:
+    info = dataset_info(spec.dataset)
+    return deploy(build(spec)), torch.zeros(1, info.channels, info.size, info.size)
+
+
+def planned_arena_bytes(spec: PhaseSpec) -> int:
+    """Bytes of one static int8 arena holding every activation of the deployed network, placed
+    by `arena.plan` (TFLM's greedy-by-size planner) from the spec's own op trace: the RAM a
+    `--ram-budget` checks, no training needed. The C export plans its ONNX graph the same way."""
+    return arena.plan(activation_lifetimes(*_deployed_with_input(spec))).arena_bytes
 
 
 def peak_activation_bytes(spec: PhaseSpec) -> int:
     """Lower bound of activation RAM at int8 for one image through the deployed network."""
-    info = dataset_info(spec.dataset)
-    model = deploy(build(spec))
-    return peak_live_elements(model, torch.zeros(1, info.channels, info.size, info.size))
+    return peak_live_elements(*_deployed_with_input(spec))

@@ -135,10 +135,11 @@ class SearchObjective:
     splits: Splits | None = None
     data_dir: str | None = None
     device: str = "auto"
+    ram_budget: int | None = None
 
     def __call__(self, trial) -> float | tuple[float, float]:
         mark_worker(trial)
-        spec, recipe = suggest(trial, self.space, self.dataset, self.budget, self.objective)
+        spec, recipe = suggest(trial, self.space, self.dataset, self.budget, self.objective, self.ram_budget)
         cost = phase_cost(spec, self.budget)
         trial.set_user_attr("macs", cost.macs)
         if self.splits is None:
@@ -430,6 +431,7 @@ class SearchJob:
     splits: Splits | None = None
     device: str = "auto"
     seed: int | None = None
+    ram_budget: int | None = None  # bytes of planned int8 activation arena every candidate must fit
 
     @property
     def directions(self) -> list[str]:
@@ -466,7 +468,7 @@ def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker:
     study = _open_study(job, make_sampler(job.sampler, job.space, job.objective, seed),
                         make_pruner(job.pruner, job.space, job.objective))
     objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
-                                job.device)
+                                job.device, job.ram_budget)
     study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
                    callbacks=[lambda s, t: log(describe_trial(t))])
 
@@ -528,15 +530,16 @@ def _prepare_study(job: SearchJob, log: Callable[[str], None]) -> optuna.Study:
     """Create or reopen the study (once, before any worker), check that it searches what this
     command asks for, and fail the trials dead workers left running."""
     study = _open_study(job, sampler=optuna.samplers.RandomSampler())  # a grid sampler's tell() may stop()
-    want = {"dataset": job.dataset, "budget": job.budget, "objective": job.objective}
+    want = {"dataset": job.dataset, "budget": job.budget, "objective": job.objective, "ram_budget": job.ram_budget}
     have = study.user_attrs
     if not have:
         for key, value in {**want, "space": _portable(job.space.path)}.items():
             study.set_user_attr(key, value)
     elif any(have.get(k) != v for k, v in want.items()):
         raise SearchError(f"study {job.study_name!r} ({job.where}) searches {have.get('dataset')} under "
-                          f"{have.get('budget')} parameters with objective {have.get('objective')!r}; this "
-                          f"command asks for {job.dataset} under {job.budget} with {job.objective!r}: "
+                          f"{have.get('budget')} parameters (RAM budget {have.get('ram_budget')}) with objective "
+                          f"{have.get('objective')!r}; this command asks for {job.dataset} under {job.budget} "
+                          f"(RAM budget {job.ram_budget}) with {job.objective!r}: "
                           f"repeat its settings to continue it, or name another study")
     else:
         done = len(study.get_trials(deepcopy=False))
@@ -553,7 +556,7 @@ def _portable(path: str) -> str:
 def run_search(dataset: str, budget: int, space_path=None, study_name: str | None = None, n_trials: int = 10,
                sampler="tpe", pruner=None, objective: str = "val", workers: int = 1, storage=None,
                data_dir=None, splits: Splits | None = None, log: Callable[[str], None] = print,
-               device: str = "auto", seed: int | None = None) -> optuna.Study:
+               device: str = "auto", seed: int | None = None, ram_budget: int | None = None) -> optuna.Study:
     """Run ``n_trials`` more trials of a study (created, or continued from its storage).
 
     ``storage``: a journal file (default ``experiments/search/<study>/journal.log``) or a
@@ -562,6 +565,8 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     tests pass small data (its test split may be None: it is never read)."""
     dataset = dataset_info(dataset).name
     require_positive_budget(budget)
+    if ram_budget is not None:
+        require_positive_budget(ram_budget, "RAM budget", "bytes")
     if objective not in OBJECTIVES:
         raise SearchError(f"unknown objective {objective!r}; accepted: {', '.join(OBJECTIVES)}")
     if not (isinstance(workers, int) and workers >= 1 and isinstance(n_trials, int) and n_trials >= 0):
@@ -570,7 +575,7 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     _require_val(space, splits)
     name = study_name or default_study_name(dataset, budget, objective)
     job = SearchJob(dataset, budget, space, name, storage_location(name, storage), sampler, pruner, objective,
-                    None if data_dir is None else str(data_dir), splits, device, seed)
+                    None if data_dir is None else str(data_dir), splits, device, seed, ram_budget)
     with quiet_optuna(), _database_errors(job):
         make_sampler(sampler, space, objective)  # refuse a bad sampler or pruner before any trial
         make_pruner(pruner, space, objective)

@@ -373,15 +373,17 @@ class _Infeasible(Exception):
         self.reason, self.min_params = reason, min_params
 
 
-def _fill_budget(spec: PhaseSpec, target: int, multiple: int, min_width: int = 1):
-    """`fit_width` at the target, or `_Infeasible`: with the candidate's smallest deployed count
-    when no width fits, or because it fits only with a block narrower than ``min_width``."""
+def _fill_budget(spec: PhaseSpec, target: int, multiple: int, min_width: int = 1, ram_budget: int | None = None):
+    """`fit_width` at the target (and within ``ram_budget`` bytes of planned activation arena),
+    or `_Infeasible`: with the candidate's smallest deployed count when no width fits, or
+    because it fits only with a block narrower than ``min_width``."""
     narrowest = deployed_params(spec.scaled(WIDTH_STEP, multiple))
     if narrowest > target:
         raise _Infeasible(f"needs {narrowest:,} parameters at its narrowest widths, over the budget of "
                           f"{target:,}", narrowest)
     try:
-        fitted = fit_width(spec, target, step=WIDTH_STEP, max_width=MAX_WIDTH, multiple=multiple)
+        fitted = fit_width(spec, target, step=WIDTH_STEP, max_width=MAX_WIDTH, multiple=multiple,
+                           ram_budget=ram_budget)
     except BudgetError as e:
         raise _Infeasible(str(e), narrowest) from e
     thinnest = min(b.out for b in fitted.spec.blocks if b.out)
@@ -391,7 +393,8 @@ def _fill_budget(spec: PhaseSpec, target: int, multiple: int, min_width: int = 1
     return fitted
 
 
-def suggest(trial, space: SearchSpace, dataset: str, budget: int, objective: str = "val") -> tuple[PhaseSpec, Recipe]:
+def suggest(trial, space: SearchSpace, dataset: str, budget: int, objective: str = "val",
+            ram_budget: int | None = None) -> tuple[PhaseSpec, Recipe]:
     """Draw one candidate: an architecture widened to fill the budget, and a recipe.
 
     Pareto objectives also draw ``budget_fraction`` and fill that share of the budget, so the
@@ -404,7 +407,7 @@ def suggest(trial, space: SearchSpace, dataset: str, budget: int, objective: str
     trial.set_user_attr("unit_arch", unit)
     try:
         fitted = _fill_budget(PhaseSpec.from_arch("search", dataset, unit), target, space.arch["multiple"],
-                              space.arch["min_width"])
+                              space.arch["min_width"], ram_budget)
         recipe, overrides = _sample_recipe(trial, space)
     except _Infeasible as e:
         trial.set_user_attr("infeasible", e.reason)
