@@ -8,10 +8,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinycnn"
 LAYERS = [
     ("facts", {"errors", "datasets", "device", "provenance", "atomic"}),
     ("architecture", {"spec", "blocks"}),
-    ("models", {"build", "budget", "ladders", "deploy", "memory", "prune"}),
-    ("ingredients", {"data", "batches", "augment", "optim", "objective", "averaging", "stepper", "recipe", "corruptions"}),
+    ("models", {"build", "budget", "ladders", "deploy", "memory", "prune", "arena"}),
+    ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies", "export", "cgen", "search", "searchspace", "robust"}),
+    ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "robust"}),
     ("views", {"report", "figures", "readme", "phases_table"}),
     ("door", {"cli", "__main__"}),
 ]

@@ -23,6 +23,37 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class PerImageStandardize(nn.Module):
+    """Per-image standardisation (grammar token ``std``): each channel of each image becomes
+    (x - mean) / (std + eps), its mean and (population) std taken over that channel's pixels.
+
+    Why: a deployed sensor's gain and offset drift, and the contrast and brightness
+    corruptions of MNIST-C / CIFAR-10-C are (up to clipping) such changes. Standardising
+    inside the model makes the features exactly invariant to any a * x + b with a > 0 (up to
+    eps), so the net never has to learn it, for zero parameters and no multiply-accumulates
+    the budget counts (two reductions and an elementwise affine per image).
+
+    Per channel, not over all channels, because only then the invariance holds wherever the
+    block sits: the model's dataset ``Normalize`` in front of it is itself a per-channel
+    affine map, which turns a common a * x + b of the input into a different offset per
+    channel, and a per-channel affine change (a colour cast, a white-balance drift,
+    CIFAR-10-C's contrast, which shrinks each channel towards its own mean) is removed too.
+    The price: the image's mean colour and each channel's contrast are gone, which on
+    CIFAR-10 can be a class cue (an ablation must measure it); on grey MNIST the two choices
+    are the same. eps keeps a flat channel finite (it maps to 0).
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean((2, 3), keepdim=True)
+        centred = x - mean
+        std = (centred * centred).mean((2, 3), keepdim=True).sqrt()
+        return centred / (std + self.eps)
+
+
 # Keyed like spec.ACTIVATIONS (a test keeps the two in step; spec stays free of torch).
 # Only torch's own modules: a custom autograd activation does not export to ONNX (timm #730).
 ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {

@@ -15,6 +15,7 @@ from .blocks import (
     GAPHead,
     InvertedResidual,
     Normalize,
+    PerImageStandardize,
     RepConv,
     Residual,
     SeparableConv,
@@ -72,6 +73,7 @@ _BUILDERS: dict[str, Callable[[BlockSpec, int], nn.Module]] = {
     "max": lambda b, cin: nn.MaxPool2d(2),
     "blur": lambda b, cin: BlurPool(),
     "drop": lambda b, cin: nn.Dropout(b.drop / 100),
+    "std": lambda b, cin: PerImageStandardize(),
 }
 
 

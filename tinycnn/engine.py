@@ -128,7 +128,8 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     forward = torch.compile(state.model) if recipe.compile else state.model
     augment = BatchAugment(recipe.augment_config(), splits.info.num_classes, splits.info.size)
     stepper = make_stepper(state.model, forward, state.optim.optimizer, recipe.step_config(), device)
-    objective = make_objective(teacher.to(device) if teacher is not None else None, recipe.distill_config())
+    objective = make_objective(teacher.to(device) if teacher is not None else None, recipe.distill_config(),
+                               recipe.consistency_config())
     run, cbs = Run(spec, recipe, state, device, len(train), len(batches)), CallbackList(callbacks)
     cbs.on_fit_start(run)
     while state.epoch < recipe.epochs:
@@ -144,7 +145,11 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
 
 
 def train_one_epoch(run: Run, batches: TrainBatches, augment, stepper, objective, callbacks) -> dict:
-    """One pass over the shuffled training split; returns the epoch's running statistics."""
+    """One pass over the shuffled training split; returns the epoch's running statistics.
+
+    ``augment`` may return several views of each image (AugMix's JSD loss: ``views`` x B
+    images for B targets); the objective splits them and returns one row of logits per
+    image, so the accuracy below counts every training image once."""
     state = run.state
     state.model.train()
     t0 = time.perf_counter()

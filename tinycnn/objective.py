@@ -5,6 +5,10 @@ An objective is called as ``objective(forward, x, targets) -> (loss, logits)``, 
 ``forward`` is the model (under autocast, if any) and ``targets`` are probability vectors
 (smoothed and/or mixed by the augmentation). Each objective also knows its *chance loss*,
 the loss of predicting every class equally: a loss far above it means divergence.
+
+A batch may hold several *views* of each image (AugMix's JSD loss: clean, AugMix, AugMix,
+concatenated along the batch) for B targets. Only `JensenShannon` accepts such a batch; it
+returns the clean view's logits, so the epoch's accuracy counts every image once.
 """
 from __future__ import annotations
 
@@ -85,5 +89,63 @@ class Distillation:
         return (1 - a) * self.base.chance_loss(num_classes) + a * t * t * math.log(num_classes)
 
 
-def make_objective(teacher: nn.Module | None, cfg: DistillConfig):
-    return CrossEntropy() if teacher is None else Distillation(CrossEntropy(), teacher, cfg)
+def js_divergence(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Jensen-Shannon divergence among the softmaxes of ``logits`` (each (B, K)), averaged
+    over the batch: mean_i KL(p_i || M), M the mean of the p_i, as timm's JsdCrossEntropy
+    computes it (M clamped to [1e-7, 1] before the log)."""
+    probs = [F.softmax(z.float(), dim=1) for z in logits]
+    log_mixture = torch.clamp(torch.stack(probs).mean(0), 1e-7, 1).log()
+    return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    augmix_jsd: bool = False  # the batch holds 3 views (clean, AugMix, AugMix) of each image
+    augmix_jsd_weight: float = 12.0  # lambda of the JSD term (the AugMix paper's 12)
+
+    def __post_init__(self) -> None:
+        if self.augmix_jsd_weight < 0:
+            raise RecipeError("invalid recipe: augmix_jsd_weight must be >= 0")
+
+
+class JensenShannon:
+    """AugMix's loss (Hendrycks et al. 2020; timm's JsdCrossEntropy): the base objective on
+    the clean view + lambda * JS(p_clean, p_aug1, p_aug2).
+
+    Why: the consistency term asks for the same prediction on an image and on two strongly
+    augmented versions of it, which the paper found buys most of AugMix's corruption
+    robustness. One forward pass over all views (as the paper and timm do, so BatchNorm's
+    statistics see the augmented views too); the base objective (cross-entropy, or
+    distillation around it) sees the clean view only, and its logits are returned so the
+    epoch's accuracy counts each image once. Predicting every class equally gives JS = 0,
+    so the chance loss is the base's.
+    """
+
+    def __init__(self, base, weight: float, views: int = 3) -> None:
+        self.base, self.weight, self.views = base, weight, views
+        self._clean: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def clean_view(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        """``x[:b]``, the same tensor object for the same ``x`` (distillation caches its
+        teacher's logits by the object; SAM evaluates a batch twice)."""
+        if self._clean is None or self._clean[0] is not x:
+            self._clean = (x, x[:b])
+        return self._clean[1]
+
+    def __call__(self, forward: Forward, x: torch.Tensor, targets: torch.Tensor):
+        b = targets.shape[0]
+        if x.shape[0] != self.views * b:
+            raise ValueError(f"a JSD batch holds {self.views} views of each of {b} images, "
+                             f"got {x.shape[0]} images")
+        parts = forward(x).chunk(self.views)
+        loss, clean = self.base(lambda _: parts[0], self.clean_view(x, b), targets)
+        return loss + self.weight * js_divergence(parts), clean
+
+    def chance_loss(self, num_classes: int) -> float:
+        return self.base.chance_loss(num_classes)
+
+
+def make_objective(teacher: nn.Module | None, cfg: DistillConfig,
+                   consistency: ConsistencyConfig = ConsistencyConfig()):
+    base = CrossEntropy() if teacher is None else Distillation(CrossEntropy(), teacher, cfg)
+    return JensenShannon(base, consistency.augmix_jsd_weight) if consistency.augmix_jsd else base

@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 from .augment import BACKENDS, AugmentConfig
 from .averaging import AveragingConfig
 from .errors import RecipeError
-from .objective import DistillConfig
+from .objective import ConsistencyConfig, DistillConfig
 from .optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig
 from .stepper import AMP_MODES, StepConfig
 
@@ -61,6 +61,26 @@ class Recipe:
     mix_prob: float = 1.0
     mix_ramp_epochs: float = 0.0  # > 0: Mixup/CutMix's partner weight ramps from 0 to full over these epochs
     aug_backend: str = "tensor"
+    # --- robustness (issue #18): corruption-like augmentation on the device, each off by
+    # default (p = 0 / false leaves its op out, so it draws no random numbers). Noise, blur
+    # and contrast go after crop/flip/Cutout, each per image with probability p at a strength
+    # drawn per image; see tinycnn.augment (Gaussian noise is also a CIFAR-10-C family).
+    noise_p: float = 0.0  # chance per image of Gaussian noise
+    noise_std: float = 0.1  # largest noise sigma (of [0, 1] images); each image draws U(0, noise_std)
+    blur_p: float = 0.0  # chance per image of a Gaussian blur
+    blur_sigma: float = 1.0  # largest blur sigma in pixels; each image draws U(0.1, blur_sigma)
+    contrast_p: float = 0.0  # chance per image of a contrast change towards its mean
+    contrast_min: float = 0.2  # contrast factor ~ U(contrast_min, contrast_max) per image
+    contrast_max: float = 1.0
+    # AugMix (tinycnn.augmix), after Mixup/CutMix: each image a mix of augmix_width chains of
+    # ops that leave out those overlapping CIFAR-10-C (contrast, color, brightness, sharpness)
+    augmix: bool = False
+    augmix_width: int = 3  # chains mixed per image (Dirichlet(augmix_alpha) weights)
+    augmix_depth: int = -1  # ops per chain; -1: 1-3 at random per image and chain
+    augmix_severity: int = 3  # op strength level, 1..10 (the paper's 3)
+    augmix_alpha: float = 1.0  # Dirichlet and Beta(alpha, alpha) concentration
+    augmix_jsd: bool = False  # train on (clean, AugMix, AugMix) views with the JSD consistency loss
+    augmix_jsd_weight: float = 12.0  # lambda of the Jensen-Shannon term (the paper's 12)
     # --- weight averaging
     swa: bool = False
     swa_start: float = 0.75  # fraction of epochs after which snapshots are averaged
@@ -105,12 +125,13 @@ class Recipe:
             if not ok:
                 raise RecipeError(f"invalid recipe: {message}")
         for make_slice in (self.optimizer_config, self.schedule_config, self.step_config,
-                           self.averaging_config, self.distill_config):
+                           self.averaging_config, self.distill_config, self.augment_config,
+                           self.consistency_config):
             make_slice()  # each slice checks its own fields and the rules between them
 
     def _slice(self, cls, **values):
         names = [f.name for f in fields(cls)]
-        return cls(**{name: values.get(name, getattr(self, name)) for name in names})
+        return cls(**{name: values[name] if name in values else getattr(self, name) for name in names})
 
     def optimizer_config(self) -> OptimizerConfig:
         return self._slice(OptimizerConfig, lr=self.effective_lr)
@@ -127,16 +148,15 @@ class Recipe:
     def distill_config(self) -> DistillConfig:
         return self._slice(DistillConfig)
 
+    def consistency_config(self) -> ConsistencyConfig:
+        return self._slice(ConsistencyConfig)
+
     @property
     def effective_lr(self) -> float:
         return self.lr * self.batch_size / self.lr_scale_batch if self.lr_scale_batch else self.lr
 
     def augment_config(self) -> AugmentConfig:
-        return AugmentConfig(crop_pad=self.crop_pad, flip=self.flip, cutout=self.cutout,
-                             mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha,
-                             mix_prob=self.mix_prob, mix_ramp_epochs=self.mix_ramp_epochs,
-                             label_smoothing=self.label_smoothing,
-                             backend=self.aug_backend)
+        return self._slice(AugmentConfig, backend=self.aug_backend)
 
     def to_dict(self) -> dict:
         d = asdict(self)

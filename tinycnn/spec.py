@@ -27,6 +27,8 @@ The grammar follows timm's block strings: a block kind, then ``_``-separated opt
     max              2x2 max-pool, stride 2
     blur             anti-aliased max-pool: 2x2 max at stride 1, then a 3x3 binomial blur at stride 2
     drop_p10         dropout with p = 0.10 (given in percent so the string stays an identifier)
+    std              per-image standardisation, each channel over its pixels: (x - mean) / (std
+                     + eps); zero parameters, usually first (robustness to brightness/contrast)
     sep_k3_c32_nsw   any conv block's activation: ``_nre`` ReLU (the default, not printed),
                      ``_nr6`` ReLU6, ``_nsw`` SiLU/swish, ``_nhs`` hard-swish, ``_nge`` GELU
                      (timm's ``n<act>`` option)
@@ -62,6 +64,7 @@ BLOCK_KINDS = {
     "max": "2x2 max-pool, stride 2",
     "blur": "anti-aliased max-pool (max 2x2 stride 1, binomial 3x3 blur stride 2)",
     "drop": "dropout, p in percent",
+    "std": "per-image standardisation: each channel (x - mean) / (std + eps) over its pixels, 0 params",
 }
 ACTIVATIONS = {"re": "ReLU", "r6": "ReLU6", "sw": "SiLU (swish)", "hs": "hard-swish", "ge": "GELU"}
 HEADS = {"gap": "global average pooling -> linear classifier"}
@@ -72,7 +75,7 @@ _OPTIONS_BY_KIND = {
     "sep": {"k", "c", "s", "se", "r", "n"}, "pw": {"c", "se", "r", "n"},
     "ir": {"k", "e", "c", "s", "se", "n"}, "fir": {"k", "e", "c", "s", "se", "n"},
     "cnx": {"k", "e", "n"}, "rep": {"k", "c", "s", "n"}, "repdw": {"k", "s", "n"}, "reppw": {"c", "n"},
-    "max": set(), "blur": set(), "drop": {"p"},
+    "max": set(), "blur": set(), "drop": {"p"}, "std": set(),
 }
 _NEEDS = {"c": {"conv", "dw", "sep", "pw", "ir", "fir", "rep", "reppw"}, "e": {"ir", "fir", "cnx"},
           "p": {"drop"}}
@@ -87,14 +90,14 @@ _GRAMMAR_HELP = (
     "accepted blocks: conv_k3_c16[_s2][_se4][_r][_nsw], dw_k3_c32[_s2][_se4][_r][_nsw], "
     "sep_k3_c32[_s2][_se4][_r][_nsw], pw_c16[_se4][_r][_nsw], ir_k3_e4_c16[_s2][_se4][_nhs] "
     "(k3/5/7, e1..8), fir_k3_e4_c16[_s2][_se4][_nsw], cnx_k7_e4[_nge] (mixed kernels: cnx_k3k7_e4), "
-    "rep_k3_c16[_s2][_nsw], repdw_k3[_s2][_nsw], reppw_c16[_nsw], max, blur, drop_p10; "
+    "rep_k3_c16[_s2][_nsw], repdw_k3[_s2][_nsw], reppw_c16[_nsw], max, blur, std, drop_p10; "
     f"activations: {', '.join('n' + a for a in ACTIVATIONS)}"
 )
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """One block. ``out`` is 0 for blocks that keep the channel count (pools, dropout, cnx, repdw)."""
+    """One block. ``out`` is 0 for blocks that keep the channel count (pools, dropout, std, cnx, repdw)."""
 
     kind: str
     out: int = 0
@@ -173,7 +176,7 @@ class BlockSpec:
         return self.kernel if isinstance(self.kernel, tuple) else (self.kernel,)
 
     def __str__(self) -> str:
-        if self.kind in ("max", "blur"):
+        if self.kind in ("max", "blur", "std"):
             return self.kind
         if self.kind == "drop":
             return f"drop_p{self.drop}"
@@ -278,7 +281,7 @@ def output_size(block: BlockSpec, h: int) -> int:
     if block.kind in _CONV_KINDS:  # 1x1 convs, the SE gate and every branch of a block keep the size
         k = max(block.kernels)
         return (h + 2 * (k // 2) - k) // block.stride + 1
-    return h  # dropout
+    return h  # dropout, std
 
 
 def output_channels(block: BlockSpec, cin: int) -> int:
