@@ -13,8 +13,8 @@ from pathlib import Path
 from .atomic import atomic_write_text
 from .datasets import dataset_info
 from .ladders import ladder, recipe_for
-from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, recipe_runs,
-                      search_runs, study_dir, write_json)
+from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
+                      recipe_runs, search_runs, study_dir, write_json)
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -204,24 +204,69 @@ def readme_results_sections() -> dict:
     sections["engine-vs-loop"] = engine_vs_loop_markdown
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)
+    sections["mnist-prune"] = lambda: prune_markdown("mnist")
     return sections
 
 
+# Cited, not run here: ST model zoo's MLPerf Tiny ResNet-8 for CIFAR-10 (issue #22's anchor).
+ST_RESNET8 = ("| ST model zoo's MLPerf Tiny ResNet-8, 78.7K params (cited from its README, not run here) | 87.01% | "
+              "85.59% | -1.42 pt | 76.9 KiB | — | — | 133.4 KiB | 69.7 KiB | — |")
+
+
+def _c_cells(e: dict) -> str:
+    """C build columns: bit-exact count and accuracy, flash (Cortex-M4F where built), arena, stack."""
+    c = e.get("c")
+    if not c or "memory" not in c:  # not exported to C, or by the generator before #22 (emx, no arena)
+        return "— | — | — | — | —"
+    check, obj = c["check"], c.get(c.get("flash_of") or "object") or c["object"]
+    target = "M4F" if c.get("flash_of") == "cortex_m4" else "host"
+    return (f"{check['bit_exact']:,}/{check['images']:,} | {check['test_accuracy']:.2%} | "
+            f"{obj['flash_bytes']:,} B ({target}) | {c['memory']['arena_bytes']:,} B | {obj['stack_bytes']:,} B")
+
+
 def export_markdown(dataset: str, root: Path | None = None) -> str:
-    """Float vs int8 accuracy of the final's runs, as onnxruntime scores their exported files."""
+    """Float vs int8 accuracy of the final's runs as onnxruntime scores their exported files,
+    and the C build's exactness, accuracy, flash, arena and stack where it was exported."""
     final = ladder(dataset)[-1].name
     rows = [(path.parent, json.loads((path.parent / "export.json").read_text()))
             for path, _ in phase_runs(dataset_info(dataset).name, final, root) if (path.parent / "export.json").exists()]
     if not rows:
         return f"_No exported {dataset} final yet (`tinycnn export`)._"
-    lines = ["| run | float (ONNX, onnxruntime) | int8 (onnxruntime) | int8 − float | int8 weight bytes | "
-             "max logit diff vs PyTorch |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | float (ONNX) | int8 (onnxruntime) | int8 − float | int8 weight bytes | C bit-exact | "
+             "C accuracy | flash | arena (RAM) | stack |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run_dir, e in rows:
         f, q = e["float"]["test_accuracy"], e["int8"]["test_accuracy"]
-        diff = max(c["max_abs_logit_diff"] for c in e["float"]["check"].values())
         lines.append(f"| `{run_dir.parent.name}/{run_dir.name}` | {f:.2%} | {q:.2%} | {(q - f) * 100:+.2f} pt | "
-                     f"{e['int8']['int8_weight_bytes']:,} | {diff:.1e} |")
+                     f"{e['int8']['int8_weight_bytes']:,} | {_c_cells(e)} |")
+    if dataset == "cifar10":
+        lines.append(ST_RESNET8)
     return "\n".join(lines)
+
+
+def prune_markdown(dataset: str, root: Path | None = None) -> str:
+    """Pruned + fine-tuned vs the same narrower net from scratch (issue #17, item 7), one row each."""
+    rows: dict[str, list[dict]] = {}
+    for row, m in prune_runs(dataset_info(dataset).name, root):
+        rows.setdefault(row, []).append(m)
+    if not rows:
+        return f"_No pruning runs for {dataset} yet (`tinycnn prune`)._"
+    lines = ["| row | params | arch | start | epochs | val acc | test acc (final weights) | seeds | train time, s |",
+             "|---|---:|---|---|---:|---|---|---:|---|"]
+    for row, runs in sorted(rows.items()):
+        origin = runs[0].get("initial_weights")
+        start = (f"pruned from `{Path(origin['model']).parent.parent.name}` ({origin['params']:,} params)"
+                 if origin else "random (from scratch)")
+        times = ", ".join(f"{m['train_time_s']:.0f}" for m in runs)
+        lines.append(f"| {row} | {runs[0]['params']:,} | `{runs[0]['arch']}` | {start} | {runs[0]['epochs']} | "
+                     f"{_mean_sd([m['val_accuracy'] for m in runs])} | {_mean_sd([m['test_accuracy'] for m in runs])} "
+                     f"| {len(runs)} | {times} |")
+    return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}"
 
 
 def engine_vs_loop_markdown(root: Path | None = None) -> str:

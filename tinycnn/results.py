@@ -95,6 +95,12 @@ def recipe_runs(dataset: str, root: Path | None = None) -> list[tuple[str, dict]
             for p, m in finished_runs(study_dir(dataset, root), f"recipes/*/seed*/{METRICS}")]
 
 
+def prune_runs(dataset: str, root: Path | None = None) -> list[tuple[str, dict]]:
+    """(row, metrics) of the pruning comparison: ``prune/<row>/seed<k>/`` (row: finetune<N>, scratch<N>)."""
+    return [(p.parent.parent.name, m)
+            for p, m in finished_runs(study_dir(dataset, root), f"prune/*/seed*/{METRICS}")]
+
+
 def ablation_dir(dataset: str, root: Path | None = None) -> Path:
     return study_dir(dataset, root) / "ablation"
 
