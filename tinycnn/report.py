@@ -129,7 +129,9 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
     write_json(base / "report.json", rows)
     md = [f"# {dataset} ladder report", "", results_markdown(dataset, root), "",
           "## Ablation", "", ablation_markdown(dataset, root), "",
-          "## Candidates and time to accuracy (validation split)", "", candidates_markdown(dataset, root), ""]
+          "## Candidates and time to accuracy (validation split)", "", candidates_markdown(dataset, root), "",
+          "## Deployed: float, int8 and C", "", export_markdown(dataset, root), "",
+          "## Pruning vs from scratch", "", prune_markdown(dataset, root), ""]
     atomic_write_text(base / "report.md", "\n".join(md))
     return base / "report.md"
 
