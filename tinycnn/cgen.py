@@ -210,9 +210,10 @@ def logit_quantisation(int8_onnx) -> tuple[float, int]:
 
 # --- 2. generating model.c and model.h -----------------------------------------------------------
 
-def generate_c(graph) -> tuple[str, dict]:
-    """model.c's text for the C graph, and its memory plan (`cwriter.write_model_c`)."""
-    text, memory = cwriter.write_model_c(graph)
+def generate_c(graph, patch=None) -> tuple[str, dict]:
+    """model.c's text for the C graph, and its memory plan (`cwriter.write_model_c`; ``patch``:
+    True or rows per band for the patch-based first stage, None for none)."""
+    text, memory = cwriter.write_model_c(graph, patch=patch)
     heap = sorted(set(HEAP_CALL.findall(text)))
     if heap:  # a guard on the writer itself: it never emits these
         raise ExportError(f"the generated C calls {', '.join(heap)}")
@@ -353,15 +354,16 @@ int main(int argc, char **argv) {
 """
 
 
-def write_c(int8_onnx, out_dir, images: torch.Tensor, logits: np.ndarray) -> dict:
+def write_c(int8_onnx, out_dir, images: torch.Tensor, logits: np.ndarray, patch=None) -> dict:
     """model.c, model.h, model_golden.h (``images`` and their onnxruntime int8 ``logits``) and
-    model_main.c in ``out_dir``; returns what the record says about them."""
+    model_main.c in ``out_dir``; returns what the record says about them (with ``patch``, the
+    patch-based first stage's, see `cwriter.write_model_c`)."""
     version = generator_version()
     graph = c_graph(int8_onnx)
     shape = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     classes = graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     scale, zero_point = logit_quantisation(int8_onnx)
-    text, memory = generate_c(graph)
+    text, memory = generate_c(graph, patch)
     out = Path(out_dir)
     atomic_write_text(out / C_FILE, text)
     atomic_write_text(out / H_FILE, header(text, shape, classes, scale, zero_point, version))
@@ -373,7 +375,8 @@ def write_c(int8_onnx, out_dir, images: torch.Tensor, logits: np.ndarray) -> dic
             "api": prototype(text), "input": "uint8 pixels [1, C, H, W] as stored; /255 and normalisation inside",
             "output": "int8 logits (model.int8.onnx's final DequantizeLinear input)",
             "logit_scale": scale, "logit_zero_point": zero_point,
-            "golden": {"file": GOLDEN_FILE, "images": len(images), "of": f"the first {len(images)} test images"}}
+            "golden": {"file": GOLDEN_FILE, "images": len(images), "of": f"the first {len(images)} test images"},
+            **({"patch": memory["patch"]} if "patch" in memory else {})}  # only with --patch / --patch-rows
 
 
 # --- 4. building, checking and measuring -----------------------------------------------------------
@@ -532,13 +535,13 @@ def _deepest(name: str, frames: dict, calls: dict, path: tuple) -> int | None:
 
 
 def export_c(int8_onnx, out_dir, images: torch.Tensor, labels: torch.Tensor, golden: int = GOLDEN_IMAGES,
-             compiler: str | None = None, log=lambda _: None) -> dict:
+             compiler: str | None = None, log=lambda _: None, patch=None) -> dict:
     """The C files of an int8 file in ``out_dir``, checked on ``images`` (uint8, with their
     ``labels``) against onnxruntime and measured; the first ``golden`` images become the
     golden vectors. Returns the "c" part of export.json."""
     cc = find_compiler(compiler)
     reference = reference_logits(int8_onnx, images)
-    record = write_c(int8_onnx, out_dir, images[:golden], reference[:golden])
+    record = write_c(int8_onnx, out_dir, images[:golden], reference[:golden], patch)
     record["check"] = check_c(out_dir, images, labels, reference, cc)
     record.update(measure_targets(Path(out_dir) / C_FILE, cc))
     check, memory = record["check"], record["memory"]
@@ -549,4 +552,15 @@ def export_c(int8_onnx, out_dir, images: torch.Tensor, labels: torch.Tensor, gol
         f"{memory['arena_bytes']:,} B (lower bound {memory['lower_bound_bytes']:,} B); {where} object (-Os) "
         f"{obj['flash_bytes'] or 0:,} B text+data, stack {obj['stack_bytes'] or 0:,} B, "
         f"{'heap' if obj['heap'] else 'no heap'}, calls {', '.join(obj['external_calls']) or 'nothing'}")
+    if patch is not None:
+        log(_patch_line(record["patch"]))
     return record
+
+
+def _patch_line(patched: dict) -> str:
+    if not patched["applied"]:
+        return f"patch-based first stage not applied ({patched['reason']}): every op runs whole"
+    return (f"patch-based first stage ({len(patched['stage'])} ops): {patched['bands']} bands of "
+            f"{patched['band_rows']} output rows; arena {patched['arena_bytes_untiled']:,} B untiled -> "
+            f"{patched['arena_bytes']:,} B; {patched['extra_macs']:,} extra MACs recomputing halo rows "
+            f"(+{patched['extra_macs_fraction']:.1%} of {patched['macs_untiled']:,})")

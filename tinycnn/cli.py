@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .datasets import DATASETS
-from .errors import RunInterrupted, SpecError, TinyCNNError
+from .errors import ExportError, RunInterrupted, SpecError, TinyCNNError
 
 DESCRIPTION = ("Build, train, verify and report tiny CNNs for MNIST (<= 1,500 parameters) and "
                "CIFAR-10 (<= 140,000), one declared phase at a time.")
@@ -226,6 +226,13 @@ def _add_deploy_commands(sub) -> None:
                         "model.int8.onnx, quantised with onnxruntime; c: those and model.c/.h, golden vectors "
                         "and a harness (tinycnn's own C: one static arena, no heap, no libm), compiled with the system C compiler to "
                         "check them bit for bit against onnxruntime on the test set (default: int8)")
+    patch = p.add_mutually_exclusive_group()
+    patch.add_argument("--patch", action="store_true",
+                       help="with --format c: run the first stage (up to its first downsampling) band by band, "
+                            "halo rows recomputed (MCUNetV2's patch-based inference), at the band height of the "
+                            "smallest arena; falls back to whole ops, saying why, when the stage cannot be tiled")
+    patch.add_argument("--patch-rows", type=int, default=None, metavar="N",
+                       help="as --patch with N output rows of the stage a band (an error if it cannot be tiled)")
     p.add_argument("--out", default=None, help="output directory (default: beside the model)")
     p.add_argument("--calibration", type=int, default=500,
                    help="training images that calibrate the int8 ranges (default 500; never test images)")
@@ -333,8 +340,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     set_threads(args.threads)
+    if (args.patch or args.patch_rows is not None) and args.format != "c":
+        raise ExportError("--patch and --patch-rows apply to --format c only")
     record = export_run(args.model, args.out, (args.format,), args.calibration, args.data_dir,
-                        log=(lambda _: None) if args.json else console.print)
+                        log=(lambda _: None) if args.json else console.print,
+                        c_patch=args.patch_rows if args.patch_rows is not None else (True if args.patch else None))
     if args.json:
         print(json.dumps(record, indent=2))
         return 0

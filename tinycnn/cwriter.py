@@ -43,13 +43,21 @@ Rounding half to even without libm: after the clamp |v| < 2^22, where ``(v + 0x1
 0x1.8p23f`` is the IEEE round-to-nearest-even of v (no -ffast-math, and no FMA contraction:
 ``-std=c99`` turns GCC's off). Float constants are written as C99 hex-float literals, exact.
 
-Conv, pool and pad kernels take the absolute output row range ``[row0, row1)`` and read their
-input through the full tensor's pointer, so a later patch-based first stage (MCUNetV2) can call
-them band by band with the halo each band needs; today ``model()`` calls each once for all rows.
+Conv, pool and pad kernels take the absolute output row range ``[row0, row1)``. By default
+``model()`` calls each once for all rows. With ``patch`` (``tinycnn export --format c --patch``
+or ``--patch-rows N``, issue 22 item 4) the first stage, the front up to its first op with a row
+stride above 1, runs band by band as MCUNetV2's patch-based inference: for each band of the
+stage's output rows, each op computes only the rows the next one reads (`Rows.needs`: kernel,
+stride, padding, mirrored rows of a reflect pad), into a band buffer of its own in the arena,
+and the last writes its rows into its full-size output. The halo rows are recomputed by the
+neighbouring bands (the extra MACs the record reports), never stored; the arena no longer holds
+any full-resolution intermediate. BAND_KERNELS are those kernels with the rows their input and
+output buffers hold as arguments; they take KERNELS' place only in a tiled model.c, so the
+default model.c is unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -64,6 +72,44 @@ SUPPORTED = ("Cast/Div/Sub/Mul/Add -> QuantizeLinear on the pixels (the float fr
              "Pad", "Reshape", f"{MS}.QLinearGlobalAveragePool", f"{MS}.QLinearSigmoid", f"{MS}.QLinearLeakyRelu",
              f"{MS}.QLinearMul", f"{MS}.QLinearAdd")
 IN_PLACE = ("lut", "mul", "add")  # kernels that read element i before they write element i
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a row-wise op's output rows depend on its input rows, for the patch-based stage:
+    ``kind`` "same" (elementwise), "window" (conv or pool: kernel ``kh``, stride ``sh``, top
+    padding ``pt``) or a Pad mode ("constant", "reflect", "edge": ``pt`` rows added on top)."""
+
+    kind: str
+    h: int  # input rows
+    oh: int  # output rows
+    row_bytes: int  # bytes of one output row, all channels
+    kh: int = 1
+    sh: int = 1
+    pt: int = 0
+    macs_per_row: int = 0
+
+    def needs(self, row0: int, row1: int) -> tuple[int, int]:
+        """The input rows [lo, hi) that output rows [row0, row1) read, halo and mirrored rows included."""
+        if self.kind == "same":
+            return row0, row1
+        if self.kind == "window":
+            lo, hi = max(0, row0 * self.sh - self.pt), min(self.h, (row1 - 1) * self.sh - self.pt + self.kh)
+        else:
+            rows = [self.source(r - self.pt) for r in range(row0, row1)]
+            rows = [r for r in rows if r is not None]
+            lo, hi = (min(rows), max(rows) + 1) if rows else (0, 0)
+        return lo, max(lo, hi)
+
+    def source(self, i: int) -> int | None:
+        """The input row a padded row ``i`` copies (the C kernel's pad_index), None for a constant."""
+        if 0 <= i < self.h:
+            return i
+        if self.kind == "constant":
+            return None
+        if self.kind == "reflect":
+            return -i if i < 0 else 2 * (self.h - 1) - i
+        return 0 if i < 0 else self.h - 1
 
 
 @dataclass
@@ -165,9 +211,10 @@ def _front_step(g: Graph) -> tuple[Step, int]:
     model = helper.make_model(graph, opset_imports=list(g.proto.opset_import))
     values = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, channels, 1, 256)).copy()
     table = run_onnx(model, {PIXELS: values})[0].reshape(channels, 256)
-    hw = g.size(PIXELS) // channels
+    _, _, h, w = g.shape[PIXELS]
     step = Step("front", [PIXELS], out, c_array("int8_t", "front_table", table),
-                f"front(front_table, {channels}, {hw}, px, {{out}});")
+                f"front(front_table, {channels}, {{n}}, px, {{out}}{{view}});",
+                extra={"rows": Rows("same", h, h, channels * w), "whole_n": g.size(PIXELS) // channels, "band_n": w})
     return step, len(nodes)
 
 
@@ -209,8 +256,9 @@ def _conv_step(g: Graph, node, i: int) -> Step:
               + f"static const conv_t conv{i} = {{{cin}, {h}, {wd}, {cout}, {oh}, {ow}, {kh}, {kw}, {sh}, {sw}, "
                 f"{pt}, {pl}, {groups}, {int(g.scalar(xzp, node))}, {int(g.scalar(yzp, node))}, w{i}, b{i}, m{i}}};\n")
     kernel = "dwconv" if groups == cin == cout else "conv"
-    return Step(kernel, [x], node.output[0], consts, f"{kernel}(&conv{i}, {{in0}}, {{out}}, 0, {oh});",
-                macs=cout * oh * ow * cin_g * kh * kw)
+    return Step(kernel, [x], node.output[0], consts, f"{kernel}(&conv{i}, {{in0}}, {{out}}, {{view}});",
+                macs=cout * oh * ow * cin_g * kh * kw,
+                extra={"rows": Rows("window", h, oh, cout * ow, kh, sh, pt, macs_per_row=cout * ow * cin_g * kh * kw)})
 
 
 def _pool_step(g: Graph, node, i: int) -> Step:
@@ -225,7 +273,8 @@ def _pool_step(g: Graph, node, i: int) -> Step:
     sh, sw = a.get("strides", [1, 1])
     pt, pl = a.get("pads", [0, 0, 0, 0])[:2]
     consts = f"static const pool_t pool{i} = {{{c}, {h}, {w}, {oh}, {ow}, {kh}, {kw}, {sh}, {sw}, {pt}, {pl}}};\n"
-    return Step("maxpool", [x], y, consts, f"maxpool(&pool{i}, {{in0}}, {{out}}, 0, {oh});")
+    return Step("maxpool", [x], y, consts, f"maxpool(&pool{i}, {{in0}}, {{out}}, {{view}});",
+                extra={"rows": Rows("window", h, oh, c * ow, kh, sh, pt)})
 
 
 PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}
@@ -247,7 +296,8 @@ def _pad_step(g: Graph, node, i: int) -> Step:
         raise ExportError(f"Pad {node.name!r}: a reflect pad must be smaller than the image")
     consts = (f"static const pad_t pad{i} = {{{c}, {h}, {w}, {oh}, {ow}, {int(pads[2])}, {int(pads[3])}, "
               f"{PAD_MODES[mode]}, {value}}};\n")
-    return Step("pad", [x], y, consts, f"pad(&pad{i}, {{in0}}, {{out}}, 0, {oh});")
+    return Step("pad", [x], y, consts, f"pad(&pad{i}, {{in0}}, {{out}}, {{view}});",
+                extra={"rows": Rows(mode, h, oh, c * ow, pt=int(pads[2]))})
 
 
 def _gap_step(g: Graph, node, i: int) -> Step:
@@ -609,18 +659,132 @@ static void add(const int8_t *a, const int8_t *b, int8_t *y, long n, const int32
 }
 """
 
+# The row-wise kernels as the patch-based first stage calls them (they replace KERNELS' ones of
+# the same name in a tiled model.c): the input holds rows [x0, x0 + xh) of each channel, the
+# output rows [y0, y0 + yh), so a band buffer holds only the rows its band needs.
+BAND_KERNELS = r"""/* The float front as a table, rows [row0, row1); x holds rows [x0, x0 + xh) of each channel, y
+ * rows [y0, y0 + yh): here and below, the whole tensors (x0 = y0 = 0) or a band's rows. */
+static void front(const int8_t *table, int c, int w, const uint8_t *x, int8_t *y, int x0, int xh, int y0, int yh,
+                  int row0, int row1) {
+    int i, r, j;
+    for (i = 0; i < c; ++i) {
+        for (r = row0; r < row1; ++r) {
+            for (j = 0; j < w; ++j) {
+                y[((long)i * yh + r - y0) * w + j] = table[i * 256 + x[((long)i * xh + r - x0) * w + j]];
+            }
+        }
+    }
+}
+
+/* A grouped convolution. */
+static void conv(const conv_t *p, const int8_t *x, int8_t *y, int x0, int xh, int y0, int yh, int row0, int row1) {
+    const int cin_g = p->cin / p->groups, cout_g = p->cout / p->groups, k = p->kh * p->kw;
+    int oc, oy, ox, ic, ky, kx;
+    for (oc = 0; oc < p->cout; ++oc) {
+        const int8_t *wk = p->wt + (long)oc * cin_g * k;
+        const int8_t *xg = x + (long)(oc / cout_g) * cin_g * xh * p->w;
+        for (oy = row0; oy < row1; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t acc = p->bias[oc];
+                for (ic = 0; ic < cin_g; ++ic) {
+                    const int8_t *xc = xg + (long)ic * xh * p->w;
+                    for (ky = 0; ky < p->kh; ++ky) {
+                        const int iy = oy * p->sh - p->pt + ky;
+                        if (iy < 0 || iy >= p->h) {
+                            continue;
+                        }
+                        for (kx = 0; kx < p->kw; ++kx) {
+                            const int ix = ox * p->sw - p->pl + kx;
+                            if (ix >= 0 && ix < p->w) {
+                                acc += (int32_t)(xc[(iy - x0) * p->w + ix] - p->xzp) * wk[ic * k + ky * p->kw + kx];
+                            }
+                        }
+                    }
+                }
+                y[((long)oc * yh + oy - y0) * p->ow + ox] = requant(acc, p->m[oc], p->yzp);
+            }
+        }
+    }
+}
+
+/* Depthwise (groups = channels): one input channel per output channel. */
+static void dwconv(const conv_t *p, const int8_t *x, int8_t *y, int x0, int xh, int y0, int yh, int row0, int row1) {
+    int c, oy, ox, ky, kx;
+    for (c = 0; c < p->cout; ++c) {
+        const int8_t *xc = x + (long)c * xh * p->w, *wk = p->wt + c * p->kh * p->kw;
+        for (oy = row0; oy < row1; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int32_t acc = p->bias[c];
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int iy = oy * p->sh - p->pt + ky;
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        const int ix = ox * p->sw - p->pl + kx;
+                        if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) {
+                            acc += (int32_t)(xc[(iy - x0) * p->w + ix] - p->xzp) * wk[ky * p->kw + kx];
+                        }
+                    }
+                }
+                y[((long)c * yh + oy - y0) * p->ow + ox] = requant(acc, p->m[c], p->yzp);
+            }
+        }
+    }
+}
+
+/* Max pool; padding never wins. */
+static void maxpool(const pool_t *p, const int8_t *x, int8_t *y, int x0, int xh, int y0, int yh, int row0, int row1) {
+    int c, oy, ox, ky, kx;
+    for (c = 0; c < p->c; ++c) {
+        const int8_t *xc = x + (long)c * xh * p->w;
+        for (oy = row0; oy < row1; ++oy) {
+            for (ox = 0; ox < p->ow; ++ox) {
+                int best = -128;
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int iy = oy * p->sh - p->pt + ky;
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        const int ix = ox * p->sw - p->pl + kx;
+                        if (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w && xc[(iy - x0) * p->w + ix] > best) {
+                            best = xc[(iy - x0) * p->w + ix];
+                        }
+                    }
+                }
+                y[((long)c * yh + oy - y0) * p->ow + ox] = (int8_t)best;
+            }
+        }
+    }
+}
+
+/* Pad H and W: mode 0 constant, 1 reflect, 2 edge. */
+static void pad(const pad_t *p, const int8_t *x, int8_t *y, int x0, int xh, int y0, int yh, int row0, int row1) {
+    int c, oy, ox;
+    for (c = 0; c < p->c; ++c) {
+        for (oy = row0; oy < row1; ++oy) {
+            const int iy = oy - p->pt;
+            for (ox = 0; ox < p->ow; ++ox) {
+                const int ix = ox - p->pl;
+                int8_t v = (int8_t)p->value;
+                if (p->mode != 0 || (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w)) {
+                    v = x[((long)c * xh + pad_index(iy, p->h, p->mode) - x0) * p->w + pad_index(ix, p->w, p->mode)];
+                }
+                y[((long)c * yh + oy - y0) * p->ow + ox] = v;
+            }
+        }
+    }
+}
+"""
+
 NEEDS = {"front": ["front"], "conv": ["conv_t", "requant", "conv"], "dwconv": ["conv_t", "requant", "dwconv"],
          "maxpool": ["pool_t", "maxpool"], "pad": ["pad_t", "pad_index", "pad"], "gap": ["requant", "gap"],
          "lut": ["lut"], "mul": ["mul"], "add": ["shift_sticky", "fma_exact", "to_int8", "add"],
          "reshape": []}
 
 
-def _kernel_blocks() -> dict:
-    """KERNELS cut into its typedefs and functions, by name."""
+def _kernel_blocks(banded: bool = False) -> dict:
+    """KERNELS cut into its typedefs and functions, by name; ``banded``: BAND_KERNELS' versions
+    of the row-wise ones in their place."""
     import re
 
     blocks = {}
-    for chunk in KERNELS.strip().split("\n\n"):
+    for chunk in KERNELS.strip().split("\n\n") + (BAND_KERNELS.strip().split("\n\n") if banded else []):
         if chunk.startswith("typedef"):
             name = re.search(r"(\w+);\s*$", chunk).group(1)
         else:
@@ -629,10 +793,10 @@ def _kernel_blocks() -> dict:
     return blocks
 
 
-def kernels_for(ops: set) -> str:
+def kernels_for(ops: set, banded: bool = False) -> str:
     """The C kernels the steps call, each once, in KERNELS' order (no unused static function)."""
     wanted = {name for op in ops for name in NEEDS[op]}
-    return "\n\n".join(text for name, text in _kernel_blocks().items() if name in wanted) + "\n"
+    return "\n\n".join(text for name, text in _kernel_blocks(banded).items() if name in wanted) + "\n"
 
 
 def lifetimes(all_steps: list[Step], sizes: dict) -> list[arena.Tensor]:
@@ -659,16 +823,31 @@ def _pointer(name: str, offsets: dict) -> str:
     return "out" if name == LOGITS else f"arena + {offsets[name]}"
 
 
-def _body(all_steps: list[Step], offsets: dict) -> str:
-    lines = []
-    for step in all_steps:
-        ptrs = {f"in{k}": _pointer(name, offsets) for k, name in enumerate(step.inputs)}
-        ptrs["out"] = _pointer(step.output, offsets)
-        if step.op == "reshape" and ptrs["out"] == ptrs["in0"]:
-            lines.append(f"    /* {step.output}: a reshape of {step.inputs[0]}, same bytes */")
-            continue
-        lines.append(f"    {step.call.format(**ptrs)} /* {step.output} */")
-    return "\n".join(lines)
+def whole_view(step: Step, banded: bool = False) -> str:
+    """The row arguments of a whole-tensor call: KERNELS' ``0, oh`` (the front takes none), or
+    BAND_KERNELS' all input rows held, all output rows written."""
+    rows = step.extra.get("rows")
+    if rows is None:
+        return ""
+    if not banded:
+        return "" if step.op == "front" else f"0, {rows.oh}"
+    return f"0, {rows.h}, 0, {rows.oh}, 0, {rows.oh}"
+
+
+def _call(step: Step, offsets: dict, view: str, banded: bool = False, indent: str = "    ") -> str:
+    ptrs = {f"in{k}": _pointer(name, offsets) for k, name in enumerate(step.inputs)}
+    ptrs["out"] = _pointer(step.output, offsets)
+    if step.op == "reshape" and ptrs["out"] == ptrs["in0"]:
+        return f"{indent}/* {step.output}: a reshape of {step.inputs[0]}, same bytes */"
+    # KERNELS' front takes the pixels per channel and no rows, BAND_KERNELS' the row width and rows
+    n = step.extra.get("band_n" if banded else "whole_n", "")
+    if step.op == "front" and banded:
+        view = ", " + view
+    return f"{indent}{step.call.format(**ptrs, view=view, n=n)} /* {step.output} */"
+
+
+def _body(all_steps: list[Step], offsets: dict, banded: bool = False) -> str:
+    return "\n".join(_call(step, offsets, whole_view(step, banded), banded) for step in all_steps)
 
 
 def check_ops(g: Graph) -> None:
@@ -680,31 +859,162 @@ def check_ops(g: Graph) -> None:
                               f"supported: {', '.join(SUPPORTED)}")
 
 
-def write_model_c(proto, title: str = "model.int8.onnx") -> tuple[str, dict]:
+# --- the patch-based first stage (MCUNetV2) ------------------------------------------------------
+
+ROW_KERNELS = ("front", "conv", "dwconv", "maxpool", "pad")
+
+
+def first_stage(all_steps: list[Step]) -> int:
+    """How many steps the first stage has: the front up to and including the first op with a row
+    stride above 1 (a later op's input has a quarter of the bytes, so what comes after no longer
+    sets the peak). Band by band works only for a chain of row-wise kernels whose intermediates
+    nothing outside the stage reads; anything else is an ExportError naming the op."""
+    readers = {}
+    for t, step in enumerate(all_steps):
+        for name in step.inputs:
+            readers.setdefault(name, set()).add(t)
+    for n, step in enumerate(all_steps):
+        rows = step.extra.get("rows")
+        if rows is None or step.op not in ROW_KERNELS:
+            raise ExportError(f"the patch-based first stage cannot run {step.op} (writing {step.output!r}) band by "
+                              f"band; before its first downsampling the stage may hold only {', '.join(ROW_KERNELS)}")
+        if n and (step.inputs != [all_steps[n - 1].output] or readers.get(step.inputs[0]) != {n}):
+            raise ExportError(f"the patch-based first stage needs a chain of ops: {step.output!r} is not the only "
+                              f"reader of {all_steps[n - 1].output!r}'s bands")
+        if rows.kind == "window" and rows.sh > 1:
+            return n + 1
+    raise ExportError("the patch-based first stage needs an op with a row stride above 1 (a downsampling)")
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """The stage's bands: for each band, the output rows [row0, row1) of each stage step, and
+    the rows each step's band buffer holds (the largest band's, halo included; the last step
+    writes into its full-size tensor)."""
+
+    band_rows: int
+    bands: tuple  # band -> step -> (row0, row1)
+    held: tuple  # step -> rows of its buffer
+
+
+def tiling(stage: list[Step], band_rows: int) -> Tiling:
+    """Bands of ``band_rows`` output rows of the stage's last op, walked back op by op to the
+    rows each must compute (so halo rows are recomputed by the neighbouring band, never stored)."""
+    oh = stage[-1].extra["rows"].oh
+    bands = []
+    for row0 in range(0, oh, band_rows):
+        ranges = [(row0, min(row0 + band_rows, oh))]
+        for step in reversed(stage[1:]):
+            ranges.insert(0, step.extra["rows"].needs(*ranges[0]))
+        bands.append(tuple(ranges))
+    held = [max(band[j][1] - band[j][0] for band in bands) for j in range(len(stage) - 1)] + [oh]
+    return Tiling(band_rows, tuple(bands), tuple(held))
+
+
+def extra_macs(stage: list[Step], t: Tiling) -> int:
+    """MACs of the recomputed halo rows: what the bands compute minus the untiled stage's MACs."""
+    run = sum(step.extra["rows"].macs_per_row * (band[j][1] - band[j][0])
+              for band in t.bands for j, step in enumerate(stage))
+    return run - sum(step.macs for step in stage)
+
+
+def memory_plan(all_steps: list[Step], sizes: dict, n: int = 0, t: Tiling | None = None) -> arena.Plan:
+    """The arena plan; with a tiling of the first ``n`` steps their outputs are band buffers and
+    the stage's output, written band by band, is live from the stage's first step."""
+    sizes = dict(sizes)
+    for j, step in enumerate(all_steps[:n - 1] if t else []):
+        sizes[step.output] = step.extra["rows"].row_bytes * t.held[j]
+    tensors = lifetimes(all_steps, sizes)
+    if t:
+        tensors = [replace(x, first=0) if x.name == all_steps[n - 1].output else x for x in tensors]
+    return arena.plan(tensors)
+
+
+def _stage_loop(stage: list[Step], t: Tiling, offsets: dict) -> tuple[str, str]:
+    """The band table (a constant) and the loop that runs the stage band by band."""
+    k = len(stage)
+    values = [v for band in t.bands for rows in band for v in rows]
+    ctype = "uint8_t" if max(values) < 256 else "int16_t"
+    lines = [f"    for (int band = 0; band < {len(t.bands)}; ++band) {{",
+             f"        const {ctype} *r = band_rows + band * {2 * k};"]
+    for j, step in enumerate(stage):
+        rows = step.extra["rows"]
+        x0, xh = ("0", rows.h) if j == 0 else (f"r[{2 * j - 2}]", t.held[j - 1])
+        y0, yh = ("0", rows.oh) if j == k - 1 else (f"r[{2 * j}]", t.held[j])
+        lines.append(_call(step, offsets, f"{x0}, {xh}, {y0}, {yh}, r[{2 * j}], r[{2 * j + 1}]", True, "        "))
+    lines.append("    }")
+    return c_array(ctype, "band_rows", values), "\n".join(lines)
+
+
+def choose_tiling(all_steps: list[Step], sizes: dict, n: int, band_rows: int | None) -> tuple[Tiling, arena.Plan, dict]:
+    """The tiling with ``band_rows`` rows a band, or (None) the band height of the smallest arena,
+    ties to the fewest extra MACs (the tallest band); also (arena, extra MACs) of every height tried."""
+    oh = all_steps[n - 1].extra["rows"].oh
+    if band_rows is not None and not 1 <= band_rows <= oh:
+        raise ExportError(f"--patch-rows must be between 1 and {oh} (the first stage's output rows), got {band_rows}")
+    tried = {}
+    for r in [band_rows] if band_rows else range(1, oh + 1):
+        t = tiling(all_steps[:n], r)
+        tried[r] = (t, memory_plan(all_steps, sizes, n, t), extra_macs(all_steps[:n], t))
+    best = min(tried, key=lambda r: (tried[r][1].arena_bytes, tried[r][2]))
+    return tried[best][0], tried[best][1], {r: (v[1].arena_bytes, v[2]) for r, v in tried.items()}
+
+
+def _patch(all_steps: list[Step], sizes: dict, patch) -> tuple:
+    """(n, tiling, plan, record) of the patch-based first stage; ``patch`` True picks the band
+    height, an int fixes it. A stage the tiler cannot run falls back to the untiled plan when the
+    height is left to it (the record says why) and is an error when a height was asked for."""
+    untiled = memory_plan(all_steps, sizes)
+    try:
+        n = first_stage(all_steps)
+    except ExportError as e:
+        if patch is True:
+            return 0, None, untiled, {"applied": False, "reason": str(e), "arena_bytes_untiled": untiled.arena_bytes}
+        raise
+    t, plan, tried = choose_tiling(all_steps, sizes, n, None if patch is True else int(patch))
+    macs, extra = sum(s.macs for s in all_steps), extra_macs(all_steps[:n], t)
+    return n, t, plan, {
+        "applied": True, "band_rows": t.band_rows, "bands": len(t.bands),
+        "chosen": "--patch: the band height with the smallest arena, then the fewest extra MACs"
+                  if patch is True else f"--patch-rows {t.band_rows}",
+        "stage": [s.output for s in all_steps[:n]], "stage_ops": [s.op for s in all_steps[:n]],
+        "band_buffer_rows": list(t.held[:-1]), "arena_bytes_untiled": untiled.arena_bytes,
+        "arena_bytes": plan.arena_bytes, "arena_bytes_saved": untiled.arena_bytes - plan.arena_bytes,
+        "arena_bytes_by_band_rows": {str(r): b for r, (b, _) in tried.items()},
+        "extra_macs_by_band_rows": {str(r): m for r, (_, m) in tried.items()},
+        "extra_macs": extra, "macs_untiled": macs, "extra_macs_fraction": round(extra / macs, 4) if macs else 0.0}
+
+
+def write_model_c(proto, title: str = "model.int8.onnx", patch=None) -> tuple[str, dict]:
     """model.c's text for the C graph ``proto`` and what the record says about it (arena
-    bytes, its lower bound, the tensors' offsets, MACs)."""
+    bytes, its lower bound, the tensors' offsets, MACs). ``patch`` (True, or rows per band) runs
+    the first stage band by band (`first_stage`, `choose_tiling`); None keeps every op whole."""
     g = Graph(proto)
     all_steps = steps(g)
     sizes = {name: g.size(name) for step in all_steps for name in [*step.inputs, step.output]}
-    memory = arena.plan(lifetimes(all_steps, sizes))
+    n, t, memory, patched = (0, None, memory_plan(all_steps, sizes), None) if patch is None \
+        else _patch(all_steps, sizes, patch)
+    table, loop = _stage_loop(all_steps[:n], t, memory.offsets) if t else ("", "")
     _, c, h, w = g.shape[PIXELS]
     classes = g.shape[LOGITS][1]
+    stage = (f"\n * The first {n} ops run band by band ({t.band_rows} output rows of {all_steps[n - 1].output} "
+             f"a band, halo rows recomputed): patch-based inference as MCUNetV2's.") if t else ""
     text = f"""/* tinycnn int8 model from {title} (tinycnn export --format c), written by tinycnn.cwriter.
  * Memory: every intermediate tensor at a planned offset of one static arena ({memory.arena_bytes:,} bytes;
- * the largest set of tensors live at once is {memory.lower_bound:,} bytes); no heap, no recursion, no libm.
+ * the largest set of tensors live at once is {memory.lower_bound:,} bytes); no heap, no recursion, no libm.{stage}
  * Bit-exact with onnxruntime on {title} when compiled without -ffast-math and without FMA contraction
  * (-std=c99 keeps GCC's off). */
 #include <stdint.h>
 #include <string.h>
 
-{kernels_for({s.op for s in all_steps})}
-{"".join(s.constants for s in all_steps)}
+{kernels_for({s.op for s in all_steps}, banded=t is not None)}
+{"".join(s.constants for s in all_steps)}{table}
 static int8_t arena[{max(memory.arena_bytes, 4)}];
 
 void model(const uint8_t pixels[1][{c}][{h}][{w}], int8_t logits[1][{classes}]) {{
     const uint8_t *px = &pixels[0][0][0][0];
     int8_t *out = &logits[0][0];
-{_body(all_steps, memory.offsets)}
+{loop + chr(10) if loop else ""}{_body(all_steps[n:], memory.offsets, banded=t is not None)}
 }}
 """
     info = {"arena_bytes": memory.arena_bytes, "lower_bound_bytes": memory.lower_bound,
@@ -712,4 +1022,6 @@ void model(const uint8_t pixels[1][{c}][{h}][{w}], int8_t logits[1][{classes}]) 
                               "(in-place outputs sharing their input's buffer)",
             "plan": "greedy by size (TFLM's GreedyMemoryPlanner), offsets aligned to 4 bytes",
             "macs": sum(s.macs for s in all_steps), "kernels": sorted({s.op for s in all_steps} - {"reshape"})}
+    if patched is not None:
+        info["patch"] = patched
     return text, info

@@ -478,11 +478,12 @@ def _int8_file(model: nn.Module, stage: Path, data: Dataset, calibration: int, l
     return record
 
 
-def _c_files(stage: Path, data: Dataset, check_images: int | None, log) -> dict:
+def _c_files(stage: Path, data: Dataset, check_images: int | None, log, patch=None) -> dict:
     """model.c, model.h, model_golden.h and model_main.c from the staged int8 file, checked on
-    the test set (or its first ``check_images``) against onnxruntime, bit for bit."""
+    the test set (or its first ``check_images``) against onnxruntime, bit for bit; ``patch``
+    (True or rows per band) runs the first stage band by band."""
     test = data.test if check_images is None else data.test.subset(check_images)
-    record = cgen.export_c(stage / INT8_FILE, stage, test.x, test.y, log=log)
+    record = cgen.export_c(stage / INT8_FILE, stage, test.x, test.y, log=log, patch=patch)
     record["source"] = INT8_FILE
     record["files"] = {name: _file_record(stage / name) for name in cgen.C_FILES}
     return record
@@ -495,12 +496,12 @@ def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
 
 
 def _measure(model: nn.Module, data: Dataset, stage: Path, formats: tuple[str, ...], calibration: int,
-             c_check: int | None, log) -> dict:
+             c_check: int | None, log, c_patch=None) -> dict:
     record = {"float": _float_files(model, stage, data, log)}
     if "int8" in formats or "c" in formats:
         record["int8"] = _int8_file(model, stage, data, calibration, log)
     if "c" in formats:
-        record["c"] = _c_files(stage, data, c_check, log)
+        record["c"] = _c_files(stage, data, c_check, log, c_patch)
     return record
 
 
@@ -527,10 +528,12 @@ def _versions(formats: tuple[str, ...]) -> dict:
 
 def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                formats=("int8",), calibration: int = DEFAULT_CALIBRATION,
-               data_dir: str | os.PathLike | None = None, log=lambda _: None, c_check: int | None = None) -> dict:
+               data_dir: str | os.PathLike | None = None, log=lambda _: None, c_check: int | None = None,
+               c_patch=None) -> dict:
     """Export a model file (or run directory) to ``out_dir`` (default: beside the model):
     model.onnx and model.dynamic.onnx, with ``int8`` also model.int8.onnx, with ``c`` also
-    the C files (checked on the whole test set, or its first ``c_check`` images), and
+    the C files (checked on the whole test set, or its first ``c_check`` images; ``c_patch``
+    True or rows per band: the patch-based first stage), and
     export.json with every check. Each file is written in a staging folder first and moved
     in only when all of them are written and checked: a failure leaves ``out_dir`` as it was."""
     _require_runtime()
@@ -547,7 +550,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike | None 
     with _staging(out) as stage:
         record = {"model": portable(model_path), "out_dir": portable(out), "dataset": model.spec.dataset,
                   "arch": model.spec.arch, "params": sum(p.numel() for p in model.parameters()),
-                  "formats": list(formats), **_measure(model, data, stage, formats, calibration, c_check, log)}
+                  "formats": list(formats),
+                  **_measure(model, data, stage, formats, calibration, c_check, log, c_patch)}
         record.update(seconds=round(time.perf_counter() - start, 1), exported_at=utc_now(),
                       versions=_versions(formats))
         write_json(stage / RECORD_FILE, record)
