@@ -222,8 +222,12 @@ def _c_cells(e: dict) -> str:
         return "— | — | — | — | —"
     check, obj = c["check"], c.get(c.get("flash_of") or "object") or c["object"]
     target = "M4F" if c.get("flash_of") == "cortex_m4" else "host"
+    patch, arena = c.get("patch") or {}, f"{c['memory']['arena_bytes']:,} B"
+    if patch.get("applied"):
+        arena += (f" (first stage in {patch['bands']} bands, +{patch['extra_macs_fraction']:.0%} MACs; "
+                  f"{patch['arena_bytes_untiled']:,} B whole)")
     return (f"{check['bit_exact']:,}/{check['images']:,} | {check['test_accuracy']:.2%} | "
-            f"{obj['flash_bytes']:,} B ({target}) | {c['memory']['arena_bytes']:,} B | {obj['stack_bytes']:,} B")
+            f"{obj['flash_bytes']:,} B ({target}) | {arena} | {obj['stack_bytes']:,} B")
 
 
 def export_markdown(dataset: str, root: Path | None = None) -> str:

@@ -1,4 +1,4 @@
-/* Test harness for model.c (tinycnn export --format c). Build: cc -std=c99 -O2 model.c model_main.c -lm
+/* Test harness for model.c (tinycnn export --format c). Build: cc -std=c99 -O2 model.c model_main.c
  *   ./a.out                  runs the golden vectors of model_golden.h, exit 0 when all are bit-exact
  *   ./a.out IMAGES LOGITS    reads raw uint8 images (MODEL_PIXELS bytes each), writes int8 logits */
 #include <stdio.h>
