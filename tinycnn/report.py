@@ -204,6 +204,7 @@ def readme_results_sections() -> dict:
         sections[f"{dataset}-candidates"] = lambda d=dataset: candidates_markdown(d)
     sections["bench"] = bench_markdown
     sections["engine-vs-loop"] = engine_vs_loop_markdown
+    sections["latency"] = latency_markdown
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)
     sections["mnist-prune"] = lambda: prune_markdown("mnist")
@@ -292,6 +293,24 @@ def engine_vs_loop_markdown(root: Path | None = None) -> str:
             out.append(f"| {ds} ({r['recipe']}) | {r['images']:,}, {r['batch_size']} | {ips['engine']:,.0f} | "
                        f"{ips['plain_loop']:,.0f} | {r['engine_over_plain']:.2f} | "
                        f"{us['engine_slices']:.1f} vs {us['dataloader']:.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def latency_markdown(root: Path | None = None) -> str:
+    """Per-image latency of the finals at batch 1 (experiments/bench_latency.py)."""
+    paths = benchmark_files("latency-", root)
+    if not paths:
+        return "_Not measured yet (`python experiments/bench_latency.py`)._"
+    out = []
+    for path in paths:
+        b = json.loads(path.read_text())
+        out += [f"`{path.name}` — {b['device']}, torch {b['torch_version']}, best median of {b['rounds']} "
+                f"round-robin rounds; {b['compiler']}:", "",
+                "| final | engine | µs per image | vs PyTorch eager |", "|---|---|---:|---:|"]
+        for ds, r in b["datasets"].items():
+            out += [f"| {ds} (`{r['run']}`) | {name} | {us:,.1f} | {r['speedup_over_pytorch'][name]:.2f}x |"
+                    for name, us in r["us_per_image"].items()]
         out.append("")
     return "\n".join(out)
 
