@@ -301,7 +301,9 @@ def _prune_request(args: argparse.Namespace):
 
 
 def _add_search_command(sub) -> None:
-    p = sub.add_parser("search", help="Optuna search for the best net and recipe under a budget (val split only)")
+    p = sub.add_parser("search", help="Optuna search for the best net and recipe under a budget (val split only); "
+                                      "`tinycnn search report STUDY` reports a study",
+                       epilog=f"Report a study: {SEARCH_REPORT_USAGE} (see `tinycnn search report --help`).")
     _dataset_arg(p)
     p.add_argument("--budget", type=int, required=True, help="deployed parameters every candidate must fit")
     p.add_argument("--space", default=None, help="search space TOML (default: experiments/spaces/<dataset>.toml)")
@@ -320,12 +322,72 @@ def _add_search_command(sub) -> None:
     p.set_defaults(func=cmd_search)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from .search import best_table, run_search
+SEARCH_REPORT_USAGE = "tinycnn search report STUDY [--storage URL_OR_PATH] [--out DIR]"
 
-    study = run_search(args.dataset, args.budget, args.space, args.study, args.trials, args.sampler, args.pruner,
-                       args.objective, args.workers, args.storage, args.data_dir, log=console.print,
-                       device=args.device, seed=args.seed, ram_budget=args.ram_budget)
+
+def build_search_report_parser() -> argparse.ArgumentParser:
+    """`tinycnn search report`, parsed apart so that `tinycnn search DATASET` keeps its positional."""
+    p = argparse.ArgumentParser(prog="tinycnn search report", description=(
+        "Write a study's report: report.md and report.json (best trials with arch strings and recipes, trial "
+        "counts) and figures (optimisation history, params vs val accuracy with the ladder final and published "
+        "anchors, parameter importances), in the study's folder."))
+    p.add_argument("study", help="study name (as `tinycnn search --study`, default <dataset>-<budget>)")
+    p.add_argument("--storage", default=None, help="journal file (default experiments/search/<study>/journal.log) "
+                                                   "or postgresql://user:pass@host/db")
+    p.add_argument("--out", default=None, help="folder for the report (default: the journal's folder)")
+    p.add_argument("--top", type=int, default=10, help="rows in the best-trials table (default 10)")
+    p.set_defaults(func=cmd_search_report)
+    return p
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from .search_report import write_search_report
+
+    for path in write_search_report(args.study, args.storage, args.out, top=args.top):
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def _run_search_live(args: argparse.Namespace):
+    """`run_search`, with a live rich status line (trials done / pruned / best) on a terminal;
+    the log lines print above it either way. One worker: an Optuna callback after each trial
+    updates a rich Live line; several: the parent polls the storage every few seconds and prints
+    the line when it changes (the workers write to the terminal themselves, which a Live would garble)."""
+    from rich.live import Live
+
+    from .search import run_search
+    from .search_report import SearchProgress
+
+    progress = SearchProgress(total=args.trials)
+
+    def search(callbacks=(), poll=None):
+        return run_search(args.dataset, args.budget, args.space, args.study, args.trials, args.sampler, args.pruner,
+                          args.objective, args.workers, args.storage, args.data_dir, log=console.print,
+                          device=args.device, seed=args.seed, ram_budget=args.ram_budget, callbacks=callbacks,
+                          poll=poll)
+
+    if not console.is_terminal:
+        return search()
+    if args.workers > 1:  # the workers print to the terminal themselves: a line per change, not a Live
+        shown = [progress.line()]
+
+        def poll(trials):
+            progress.observe(trials)
+            if progress.line() != shown[-1]:
+                shown.append(progress.line())
+                console.print(f"[dim]progress: {shown[-1]}[/]", highlight=False)
+        return search(poll=poll)
+    with Live(progress.line(), console=console, refresh_per_second=2, transient=True) as live:
+        def show(study, trial):
+            progress(study, trial)
+            live.update(progress.line(), refresh=True)
+        return search((show,))
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import best_table
+
+    study = _run_search_live(args)
     table = Table(title=f"study {study.study_name}: best trials (validation accuracy)")
     for col in ("trial", "val acc", "params", "arch"):
         table.add_column(col)
@@ -565,7 +627,11 @@ def _confusion_table(info, result: dict) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["search", "report"]:
+        args = build_search_report_parser().parse_args(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except RunInterrupted as e:

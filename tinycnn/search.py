@@ -88,6 +88,7 @@ OBJECTIVES = {"val": "maximise validation accuracy (the budget is filled)",
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("none", "median", "halving", "hyperband")
 ORPHAN_AFTER_S = 600.0
+POLL_INTERVAL_S = 3.0  # several workers: the parent reads the storage this often for a live display
 HEARTBEAT_INTERVAL_S = 60  # RDB storage: a running trial's heartbeat
 GRACE_PERIOD_S = 180  # ... silent this long: the trial is failed and queued again
 MAX_RETRY = 2  # ... at most this many times
@@ -462,15 +463,17 @@ def _open_study(job: SearchJob, sampler=None, pruner=None) -> optuna.Study:
                                directions=job.directions, sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
-def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker: int = 0) -> None:
-    """One worker: its own sampler (seeded apart from the others') on the shared study."""
+def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker: int = 0,
+              callbacks: tuple = ()) -> None:
+    """One worker: its own sampler (seeded apart from the others') on the shared study;
+    ``callbacks`` (Optuna's ``callback(study, trial)``) run after each of its trials."""
     seed = None if job.seed is None else job.seed + worker
     study = _open_study(job, make_sampler(job.sampler, job.space, job.objective, seed),
                         make_pruner(job.pruner, job.space, job.objective))
     objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
                                 job.device, job.ram_budget)
     study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
-                   callbacks=[lambda s, t: log(describe_trial(t))])
+                   callbacks=[lambda s, t: log(describe_trial(t)), *callbacks])
 
 
 def _worker(job: SearchJob, n_trials: int, worker: int) -> None:
@@ -497,8 +500,11 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
-def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[str], None]) -> None:
-    """``workers`` processes share ``n_trials`` exactly (no MaxTrialsCallback overshoot)."""
+def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[str], None],
+                   poll: Callable[[list[FrozenTrial]], None] | None = None) -> None:
+    """``workers`` processes share ``n_trials`` exactly (no MaxTrialsCallback overshoot). While
+    they run, ``poll`` (when given) gets this command's trials, read from the storage every
+    `POLL_INTERVAL_S` seconds: a live display of several workers."""
     shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(job, n, i), name=f"tinycnn-search-{i}")
@@ -507,8 +513,7 @@ def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[s
         for p in procs:
             p.start()
     try:
-        for p in procs:
-            p.join()
+        _join(procs, job, poll)
     except KeyboardInterrupt:  # the workers got Ctrl-C too: let them record their trials as failed
         for p in procs:
             p.join(timeout=30)
@@ -518,6 +523,24 @@ def _spawn_workers(job: SearchJob, n_trials: int, workers: int, log: Callable[[s
     if bad:
         raise SearchError(f"search worker(s) {', '.join(bad)} stopped; every finished trial is kept in "
                           f"{job.where}: run the same command to continue")
+
+
+def _join(procs: list, job: SearchJob, poll: Callable[[list[FrozenTrial]], None] | None) -> None:
+    """Wait for the workers; with ``poll``, hand it the trials this command started, every few
+    seconds (a storage read that fails leaves the display as it was: the workers go on)."""
+    if poll is None:
+        for p in procs:
+            p.join()
+        return
+    watch = _open_study(job, sampler=optuna.samplers.RandomSampler())
+    before = {t.number for t in watch.get_trials(deepcopy=False) if t.state.is_finished()}
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=POLL_INTERVAL_S / len(procs))
+        try:
+            poll([t for t in watch.get_trials(deepcopy=False) if t.number not in before])
+        except (OSError, ValueError, sqlalchemy.exc.SQLAlchemyError):
+            pass
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -556,13 +579,17 @@ def _portable(path: str) -> str:
 def run_search(dataset: str, budget: int, space_path=None, study_name: str | None = None, n_trials: int = 10,
                sampler="tpe", pruner=None, objective: str = "val", workers: int = 1, storage=None,
                data_dir=None, splits: Splits | None = None, log: Callable[[str], None] = print,
-               device: str = "auto", seed: int | None = None, ram_budget: int | None = None) -> optuna.Study:
+               device: str = "auto", seed: int | None = None, ram_budget: int | None = None,
+               callbacks: tuple = (), poll: Callable[[list[FrozenTrial]], None] | None = None) -> optuna.Study:
     """Run ``n_trials`` more trials of a study (created, or continued from its storage).
 
     ``storage``: a journal file (default ``experiments/search/<study>/journal.log``) or a
     ``postgresql://`` URL shared by workers on many machines. ``workers`` > 1 spawns that many
     processes (one torch thread each) on the same study, created here first; ``splits`` lets
-    tests pass small data (its test split may be None: it is never read)."""
+    tests pass small data (its test split may be None: it is never read). ``callbacks``
+    (``callback(study, frozen_trial)``, e.g. a live progress display) run after each trial
+    when ``workers`` is 1; spawned workers do not run them: with ``workers`` > 1 the parent calls
+    ``poll(trials)`` with this command's trials, read from the storage every `POLL_INTERVAL_S`."""
     dataset = dataset_info(dataset).name
     require_positive_budget(budget)
     if ram_budget is not None:
@@ -581,9 +608,9 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
         make_pruner(pruner, space, objective)
         _prepare_study(job, log)
         if workers == 1:
-            _optimize(job, n_trials, log)
+            _optimize(job, n_trials, log, callbacks=tuple(callbacks))
         else:
-            _spawn_workers(job, n_trials, workers, log)
+            _spawn_workers(job, n_trials, workers, log, poll)
         study = _open_study(job)
     _require_feasible(study, job)
     log(summary(study))
