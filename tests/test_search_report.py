@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,10 @@ optuna = pytest.importorskip("optuna")
 import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
+from test_search import (
+    TINY_SPACE,
+    _quiet,  # noqa: F401  (autouse: Optuna's experimental/future warnings, as there)
+)
 
 from tinycnn import search
 from tinycnn.data import Split, Splits
@@ -31,34 +34,9 @@ from tinycnn.search_report import (
     write_search_report,
 )
 
-SPACE = """
-[arch]
-base_width = 4
-stages = 2
-stem = "conv"
-downsample = "max"
-[arch.stage]
-blocks = 1
-kind = ["sep", "dw"]
-kernel = 3
-[recipe]
-base = "default"
-epochs = 1
-batch_size = 64
-crop_pad = 0
-channels_last = false
-lr = {low = 0.05, high = 0.2, log = true}
-"""
+SPACE = TINY_SPACE.replace("EPOCHS", "1")  # the same cheap space as test_search's
 VALS = [0.80, 0.95, 0.90, 0.85]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-        yield
 
 
 def _fake_splits():

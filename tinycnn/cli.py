@@ -289,7 +289,7 @@ def _prune_request(args: argparse.Namespace):
     parent, target = model.spec, pruning_target(model.spec, args.budget)
     spec = replace(target.spec, name=f"{parent.name}-pruned{args.budget}",
                    change=f"{parent.name} pruned to {target.params:,} params (width x{target.width:g}), fine-tuned")
-    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = _recipe_overrides(args)
     recipe = load_recipe(parent.dataset, args.recipe, overrides)
     run_dir = Path(args.out) if args.out else run_dir_for(spec, recipe.seed, root=user_runs_root())
     origin = {"model": portable(path), "arch": parent.arch, "params": count_params(model),
@@ -488,6 +488,11 @@ def _train_spec(args: argparse.Namespace, dataset: str):
     return PhaseSpec.from_arch("custom", dataset, args.arch, "custom architecture")
 
 
+def _recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set KEY=VALUE`` flags, with ``--seed N`` as one more."""
+    return args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+
+
 def _new_request(args: argparse.Namespace):
     from .ladders import recipe_for
     from .pipeline import RunRequest
@@ -497,7 +502,7 @@ def _new_request(args: argparse.Namespace):
     if not args.dataset:
         raise SpecError(f"train needs a dataset ({', '.join(DATASETS)}) or --resume RUN_DIR")
     spec = _train_spec(args, args.dataset)
-    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = _recipe_overrides(args)
     recipe_name = args.recipe or recipe_for(spec)
     recipe = load_recipe(args.dataset, recipe_name, overrides)
     tag = "" if recipe_name == recipe_for(spec) else Path(recipe_name).stem
@@ -536,7 +541,7 @@ def _resume_conflicts(args: argparse.Namespace, spec, recipe, run_dir: Path) -> 
         asked = _train_spec(args, spec.dataset)
         if asked.arch != spec.arch:
             found.append(f"{'--arch' if args.arch is not None else '--phase ' + args.phase} (the checkpoint trains `{spec.arch}`)")
-    overrides = args.overrides + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = _recipe_overrides(args)
     asked = load_recipe(spec.dataset, args.recipe, overrides) if args.recipe else apply_overrides(recipe, overrides)
     found += [f"{f.name}={getattr(asked, f.name)!r} (the checkpoint has {getattr(recipe, f.name)!r})"
               for f in fields(recipe) if getattr(asked, f.name) != getattr(recipe, f.name)]
