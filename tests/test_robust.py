@@ -1,5 +1,6 @@
 """The corruption benchmark: every corruption is seeded, keeps shape and range, changes the
 image, grows with severity; the benchmark's clean accuracy is tinycnn.evaluate's."""
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from tinycnn.checkpoint import load_model
 from tinycnn.corruptions import CIFAR10_C, FAMILIES, MNIST_C, SEVERITIES, motion_kernels
 from tinycnn.data import Split
 from tinycnn.evaluate import evaluate
-from tinycnn.robust import robustness
+from tinycnn import robust as robust_module
+from tinycnn.robust import corrupted_accuracy, robustness, subset
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_FINAL = ROOT / "experiments" / "results" / "mnist" / "sam" / "seed0" / "model.pt"
@@ -90,3 +92,60 @@ def mnist_test_subset():
     except Exception as e:  # no data on this machine
         pytest.skip(f"MNIST not available: {e}")
     return Split(ds.test.x[:300], ds.test.y[:300])
+
+
+def test_subset_is_seeded_sorted_and_not_the_first_images():
+    """Catches a quick estimate taken from the first N (MNIST's test halves differ) or one that
+    changes from call to call."""
+    split = Split(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100))
+    a, b = subset(split, 10), subset(split, 10)
+    assert torch.equal(a.y, b.y) and len(a) == 10
+    assert torch.equal(a.y, a.y.sort().values) and not torch.equal(a.y, torch.arange(10))
+    assert torch.equal(a.x.flatten().long(), a.y)  # images stay with their labels
+    assert subset(split, 0) is split and subset(split, 500) is split
+
+
+def test_eval_batches_and_memory_format_do_not_change_the_result():
+    """The corrupted set is fixed by its generation chunk; classifying it in smaller batches
+    or in NHWC must give the same count (catches a batch-size-dependent draw)."""
+    from tinycnn.build import build
+    from tinycnn.spec import PhaseSpec
+
+    torch.manual_seed(0)
+    model = build(PhaseSpec.from_dict({"dataset": "cifar10", "name": "t", "arch": "conv_k3_c8 blur conv_k3_c8 gap"})).eval()
+    x = (torch.rand(600, 3, 32, 32) * 255).to(torch.uint8)
+    split = Split(x, torch.randint(0, 10, (600,)))
+    base = corrupted_accuracy(model, split, "cifar10", "gaussian_noise", 3, seed=1, batch=600)
+    model.to(memory_format=torch.channels_last)
+    nhwc = corrupted_accuracy(model, split, "cifar10", "gaussian_noise", 3, seed=1, batch=600, channels_last=True)
+    assert nhwc == base
+    g = robust_module._generator(1, "gaussian_noise", 3, torch.device("cpu"))
+    from tinycnn.batches import to_float
+    xc = CIFAR10_C["gaussian_noise"](to_float(x), 3, g).mul_(255).round_().div_(255)
+    model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = (model(xc).argmax(1) == split.y).float().mean().item()
+    assert base == pytest.approx(expected)
+
+
+@pytest.mark.skipif(not MNIST_FINAL.is_file(), reason="the committed MNIST final is missing")
+def test_cli_robust_on_the_runs_validation_split(tmp_path, mnist_test_subset):
+    """--split val corrupts the split the run's metrics.json records; without that file it
+    refuses in one line; --n takes a seeded sample."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tinycnn", "robust", *map(str, args)],
+                              capture_output=True, text=True, cwd=ROOT)
+
+    r = run(MNIST_FINAL, "--split", "val", "--n", "200", "--json", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["split"] == "val" and out["n"] == 200 and out["subset"] == 200
+    lone = tmp_path / "model.pt"
+    lone.write_bytes(MNIST_FINAL.read_bytes())
+    r = run(lone, "--split", "val")
+    assert r.returncode == 2 and "needs the run's metrics.json" in r.stderr and "Traceback" not in r.stderr
+    r = run(MNIST_FINAL, "--n", "-1")
+    assert r.returncode == 2 and "--n must be >= 0" in r.stderr

@@ -119,26 +119,57 @@ def _add_robust_command(sub) -> None:
     p = sub.add_parser("robust", help="accuracy under common corruptions (MNIST-C / CIFAR-10-C style) of a model file")
     p.add_argument("model", help="path to a model.pt written by tinycnn")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions (default 0)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test (default) or the run's own validation split, for tuning (needs its metrics.json)")
+    p.add_argument("--n", type=int, default=0, metavar="N",
+                   help="corrupt a seeded random N of the split's images: a quicker estimate (default: all)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--save", action="store_true",
+                   help="also write it beside the model: robust.json (robust-val.json for --split val, "
+                        "-nN for a sample), which reports read")
     _threads_arg(p)
     p.set_defaults(func=cmd_robust)
 
 
+def _robust_split(args: argparse.Namespace, dataset: str):
+    """The split to corrupt: the test set, or the validation split recorded in the run's metrics.json."""
+    from .data import load_dataset, load_splits
+
+    if args.split == "test":
+        return load_dataset(dataset, args.data_dir).test
+    metrics = Path(args.model).parent / "metrics.json"
+    try:
+        recipe = json.loads(metrics.read_text())["recipe"]
+        val_size, split_seed = int(recipe["val_size"]), int(recipe["split_seed"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SpecError(f"--split val needs the run's metrics.json beside the model, recording "
+                         f"recipe.val_size and recipe.split_seed; could not read {metrics}: {e}") from e
+    if val_size <= 0:
+        raise SpecError(f"{metrics}: this run had no validation split (val_size {val_size}); use --split test")
+    return load_splits(dataset, val_size, args.data_dir, split_seed=split_seed).val
+
+
 def cmd_robust(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .data import load_dataset
     from .device import set_threads
-    from .robust import robustness
+    from .atomic import atomic_write_text
+    from .robust import robustness, subset
 
-    set_threads(args.threads)
+    if args.n < 0:
+        raise SpecError(f"--n must be >= 0 (0: every image), got {args.n}")
+    threads = set_threads(args.threads)
     model = load_model(args.model)
-    result = robustness(model, model.spec.dataset, load_dataset(model.spec.dataset, args.data_dir).test, seed=args.seed)
-    result["model"] = str(args.model)
+    split = subset(_robust_split(args, model.spec.dataset), args.n)
+    result = robustness(model, model.spec.dataset, split, seed=args.seed)
+    result.update(model=str(args.model), split=args.split, subset=args.n or None, threads=threads)
+    if args.save:
+        name = "robust" + ("-val" if args.split == "val" else "") + (f"-n{args.n}" if args.n else "") + ".json"
+        atomic_write_text(Path(args.model).parent / name, json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    table = Table(title=f"{args.model}: {result['benchmark']}, {result['n']:,} test images, seed {args.seed}")
+    table = Table(title=f"{args.model}: {result['benchmark']}, {result['n']:,} {args.split} images, seed {args.seed}")
     for col in ("corruption", "accuracy", "drop"):
         table.add_column(col, justify="left" if col == "corruption" else "right")
     for name, row in result["corruptions"].items():

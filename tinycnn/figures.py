@@ -18,6 +18,7 @@ from .ladders import ladder
 from .phases_table import phase_rows
 from .report import PAPER, summarize
 from .results import ablation_file, study_dir
+from .robust_report import plot_robust
 
 
 def plot_params_per_phase(ax, dataset: str) -> None:
@@ -107,6 +108,9 @@ def write_figures(dataset: str, root: Path | None = None) -> list[Path]:
     fig, ax = _new_axes((7, 4))
     if plot_ablation(ax, info.name, root):
         save(fig, "ablation.png")
+    fig, ax = _new_axes((9, 4.5))
+    if plot_robust(ax, info.name, root):
+        save(fig, "robust.png")
     final_name = ladder(info.name)[-1].name
     final_runs = [r for r in summarize(info.name, root) if r["phase"] == final_name]
     if final_runs:

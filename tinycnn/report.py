@@ -15,6 +15,7 @@ from .datasets import dataset_info
 from .ladders import ladder, recipe_for
 from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
                       recipe_runs, search_runs, study_dir, write_json)
+from .robust_report import corrupted_cell, robust_markdown, robust_records
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -88,11 +89,13 @@ def results_markdown(dataset: str, root: Path | None = None) -> str:
     if not rows:
         return f"_No committed {dataset} runs yet._"
     paper_params, paper_acc = PAPER[dataset_info(dataset).name]
-    lines = [f"| phase | params | MACs | test acc (final weights) | epochs | train time | first val ≥ {paper_acc:.2%} | device |",
-             "|---|---:|---:|---|---:|---:|---|---|"]
+    corrupted = robust_records(dataset, root)
+    lines = [f"| phase | params | MACs | test acc (final weights) | corrupted acc | epochs | train time | "
+             f"first val ≥ {paper_acc:.2%} | device |", "|---|---:|---:|---|---|---:|---:|---|---|"]
     for r in rows:
         times, devices = _by_device(r)
-        lines.append(f"| `{r['phase']}` | {r['params']:,} | {r['macs']:,} | {_acc(r)} | {r['epochs']} | "
+        lines.append(f"| `{r['phase']}` | {r['params']:,} | {r['macs']:,} | {_acc(r)} | "
+                     f"{corrupted_cell(corrupted.get(r['phase'], []), len(r['seeds']))} | {r['epochs']} | "
                      f"{times} | {_ttp(r)} | {devices} |")
     lines.append("")
     lines.append(f"Paper: {paper_acc:.2%} with {paper_params:,} parameters. Reproduce a row with its command:")
@@ -130,6 +133,7 @@ def write_report(dataset: str, root: Path | None = None) -> Path:
     md = [f"# {dataset} ladder report", "", results_markdown(dataset, root), "",
           "## Ablation", "", ablation_markdown(dataset, root), "",
           "## Candidates and time to accuracy (validation split)", "", candidates_markdown(dataset, root), "",
+          "## Corrupted accuracy", "", robust_markdown(dataset, root), "",
           "## Deployed: float, int8 and C", "", export_markdown(dataset, root), "",
           "## Pruning vs from scratch", "", prune_markdown(dataset, root), ""]
     atomic_write_text(base / "report.md", "\n".join(md))
@@ -208,6 +212,8 @@ def readme_results_sections() -> dict:
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)
     sections["mnist-prune"] = lambda: prune_markdown("mnist")
+    for dataset in ("mnist", "cifar10"):
+        sections[f"{dataset}-robust"] = lambda d=dataset: robust_markdown(d)
     return sections
 
 
