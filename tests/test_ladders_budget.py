@@ -145,3 +145,16 @@ def test_phase_records_name_their_network_and_an_existing_recipe(dataset):
         assert r.spec.name == r.name and r.spec.change == r.change
         assert r.recipe in recipe_names(dataset) and recipe_for(r.spec) == r.recipe
     assert records[-1].recipe != "default"  # both finals change only the recipe of the phase before
+
+
+def test_a_variant_after_the_final_is_not_what_final_names(monkeypatch):
+    """A phase listed in AFTER_FINAL stays in the ladder but `final` (export, prune, reports)
+    keeps naming the phase before it."""
+    from tinycnn import ladders
+
+    last, before = ladders.ladder("mnist")[-1], ladders.ladder("mnist")[-2]
+    assert ladders.final_phase("mnist") == ladders.get_phase("mnist", "final")
+    monkeypatch.setitem(ladders.AFTER_FINAL, "mnist", frozenset({last.name}))
+    assert ladders.final_phase("mnist").name == before.name
+    assert ladders.get_phase("mnist", "final").name == before.name
+    assert ladders.get_phase("mnist", last.name) == last  # still reachable by its name

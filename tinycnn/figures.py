@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .datasets import dataset_info
-from .ladders import ladder
+from .ladders import final_phase
 from .phases_table import phase_rows
 from .report import PAPER, summarize
 from .results import ablation_file, study_dir
@@ -111,7 +111,7 @@ def write_figures(dataset: str, root: Path | None = None) -> list[Path]:
     fig, ax = _new_axes((9, 4.5))
     if plot_robust(ax, info.name, root):
         save(fig, "robust.png")
-    final_name = ladder(info.name)[-1].name
+    final_name = final_phase(info.name).name
     final_runs = [r for r in summarize(info.name, root) if r["phase"] == final_name]
     if final_runs:
         metrics = json.loads((Path(final_runs[0]["run_dirs"][0]) / "metrics.json").read_text())

@@ -120,11 +120,22 @@ def ladder(dataset: str) -> tuple[PhaseSpec, ...]:
     return LADDERS[dataset_info(dataset).name]
 
 
+# Phases after the final: variants of it for one deployment need, kept in the ladder's story
+# but not the network `final` names (nor the one exported, pruned and benchmarked as the final).
+AFTER_FINAL: dict[str, frozenset[str]] = {"mnist": frozenset(), "cifar10": frozenset()}
+
+
+def final_phase(dataset: str) -> PhaseSpec:
+    """The ladder's final: its last phase that is not a variant after it (`AFTER_FINAL`)."""
+    name = dataset_info(dataset).name
+    return [p for p in ladder(name) if p.name not in AFTER_FINAL[name]][-1]
+
+
 def get_phase(dataset: str, name: str) -> PhaseSpec:
-    """A phase by name; ``final`` is the last phase of the ladder."""
+    """A phase by name; ``final`` is `final_phase`."""
     phases = ladder(dataset)
     if name == "final":
-        return phases[-1]
+        return final_phase(dataset)
     for phase in phases:
         if phase.name == name:
             return phase

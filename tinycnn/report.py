@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .datasets import dataset_info
-from .ladders import ladder, recipe_for
+from .ladders import final_phase, ladder, recipe_for
 from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
                       recipe_runs, search_runs, study_dir, write_json)
 from .robust_report import corrupted_cell, robust_markdown, robust_records
@@ -153,7 +153,7 @@ def candidates_markdown(dataset: str, root: Path | None = None) -> str:
     for candidate, m in search_runs(name, root):
         groups.setdefault(f"search/{candidate}", []).append(m)
     recipes = recipe_runs(name, root)
-    final = ladder(dataset)[-1]
+    final = final_phase(dataset)
     # The ladder runs the candidates were compared with: the final's, those of phases with the
     # final's network (trained with another recipe), and of any phase a recipe candidate trained.
     compared = ({p.name for p in ladder(dataset) if p.arch == final.arch} | {m.get("phase") for _, m in recipes})
@@ -240,7 +240,7 @@ def _c_cells(e: dict) -> str:
 def export_markdown(dataset: str, root: Path | None = None) -> str:
     """Float vs int8 accuracy of the final's runs as onnxruntime scores their exported files,
     and the C build's exactness, accuracy, flash, arena and stack where it was exported."""
-    final = ladder(dataset)[-1].name
+    final = final_phase(dataset).name
     rows = [(path.parent, json.loads((path.parent / "export.json").read_text()))
             for path, _ in phase_runs(dataset_info(dataset).name, final, root) if (path.parent / "export.json").exists()]
     if not rows:

@@ -45,7 +45,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from .atomic import atomic_write_text
-from .ladders import ladder
+from .ladders import final_phase
 from .results import phase_runs, write_json
 from .search import (
     SearchError,
@@ -151,7 +151,7 @@ def scatter_points(study: optuna.Study) -> list[dict]:
 def ladder_finals(dataset: str, root: Path | None = None) -> list[dict]:
     """The dataset's ladder final, seed by seed: parameters and VALIDATION accuracy only."""
     try:
-        final = ladder(dataset)[-1].name
+        final = final_phase(dataset).name
     except (KeyError, ValueError):
         return []
     return [{"phase": final, "seed": m.get("seed"), "params": m["params"], "val_accuracy": m["val_accuracy"]}

@@ -13,7 +13,7 @@ from typing import Callable
 from .datasets import dataset_info
 from .device import device_description, resolve_device
 from .errors import SpecError
-from .ladders import ablation_plan, get_phase, ladder, previous_phase, recipe_for
+from .ladders import ablation_plan, final_phase, get_phase, ladder, previous_phase, recipe_for
 from .pipeline import RunRequest, run_or_reuse
 from .recipe import load_recipe
 from .results import (ablation_dir, ablation_file, invoked_command, is_finished, read_metrics, run_dir_for,
@@ -27,7 +27,7 @@ def run_ladder(dataset: str, recipe_name: str | None = None, overrides: list[str
     """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others),
     each with its own recipe (`ladders.recipe_for`) unless ``recipe_name`` names one for all."""
     names = [get_phase(dataset, p).name for p in phases] if phases else [p.name for p in ladder(dataset)]
-    final = ladder(dataset)[-1].name
+    final = final_phase(dataset).name
     results = []
     for name in names:
         phase = get_phase(dataset, name)
