@@ -9,7 +9,7 @@ LAYERS = [
     ("facts", {"errors", "datasets", "device", "provenance", "atomic"}),
     ("architecture", {"spec", "blocks"}),
     ("models", {"build", "budget", "ladders", "deploy", "memory", "prune", "arena"}),
-    ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions"}),
+    ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions", "init"}),
     ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
     ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "robust"}),
     ("views", {"report", "figures", "readme", "phases_table", "search_report", "robust_report"}),

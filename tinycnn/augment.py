@@ -38,6 +38,11 @@ Robustness ops (issue #18), tensor ops in both backends and off by default, so t
 without them draws no extra random numbers: ``Contrast``, ``GaussBlur`` and ``GaussNoise``,
 each applied per image with probability ``p`` at a strength drawn per image, and AugMix
 (`tinycnn.augmix`), which comes last and may return several views of the batch.
+
+Ops keyed by image (issue #19): ``AlternatingFlip`` (``flip_mode = "alternate"``) decides
+each image's flip from its index into the training split and the epoch, not from a draw per
+batch, so the engine hands ``BatchAugment`` each batch's indices and calls ``start_epoch``.
+An op says so with ``keyed = True`` and builds its params in ``sample_keyed(index, device)``.
 """
 from __future__ import annotations
 
@@ -50,6 +55,10 @@ import torch.nn.functional as F
 from .errors import RecipeError
 
 BACKENDS = ("tensor", "kornia")
+FLIP_MODES = ("random", "alternate")
+# AlternatingFlip's epoch-0 coins come from a generator of their own, seeded with the recipe's
+# seed plus this, so they are not the same numbers as the global stream's first draws.
+FLIP_SEED_OFFSET = 0x5EED_F11B
 
 Params = dict  # name -> tensor; a composite op nests its inner op's dict under "inner"
 
@@ -63,7 +72,11 @@ def smooth_one_hot(y: torch.Tensor, num_classes: int, smoothing: float) -> torch
 
 class Op:
     """One augmentation step on (images, targets). ``sample`` holds every random draw, so
-    ``apply`` can be replayed, inspected or handed parameters from another implementation."""
+    ``apply`` can be replayed, inspected or handed parameters from another implementation.
+    A ``keyed`` op draws nothing per batch: its params follow from each image's index into
+    the training split (``sample_keyed``), which `BatchAugment` passes on."""
+
+    keyed = False
 
     def sample(self, batch_shape: torch.Size, device: torch.device) -> Params:
         return {}
@@ -122,6 +135,36 @@ class RandomFlip(Op):
 
     def apply(self, x, targets, params):
         return torch.where(params["flip"], x.flip(3), x), targets
+
+
+class AlternatingFlip(RandomFlip):
+    """airbench's alternating flip (Keller Jordan, legacy/airbench94.py): in epoch 0 each
+    training image is mirrored with a fair coin; in every later epoch it is mirrored exactly
+    when it was not in the epoch before, i.e. ``flipped = coin[i] XOR (epoch odd)``.
+
+    Why: a random flip per batch shows some images the same way several epochs in a row and
+    some orientations not at all for a while; alternating shows every image both ways in any
+    two consecutive epochs, which airbench found worth fewer epochs to the same accuracy.
+    Keyed by the image's index in the training split; the coins come from a generator of
+    their own (seeded by the recipe's seed), so the global random stream is untouched and a
+    resumed run recomputes the same coins. A tensor op in both backends (kornia has no such
+    flip). Params: ``flip`` (B, 1, 1, 1) bool, as RandomFlip's."""
+
+    keyed = True
+
+    def __init__(self, n_images: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(FLIP_SEED_OFFSET + seed)
+        self.coins = torch.rand(n_images, generator=generator) < 0.5  # epoch 0's flips, on the CPU
+        self.epoch = 0
+
+    def sample(self, batch_shape, device):
+        raise TypeError("AlternatingFlip flips by image index: call it through BatchAugment with index=")
+
+    def sample_keyed(self, index: torch.Tensor, device) -> Params:
+        if self.coins.device != torch.device(device):
+            self.coins = self.coins.to(device)  # once: the coins then live beside the batches
+        flip = self.coins[index.to(device)] ^ (self.epoch % 2 == 1)
+        return {"flip": flip.view(-1, 1, 1, 1)}
 
 
 class Cutout(Op):
@@ -432,6 +475,7 @@ def cutmix(x: torch.Tensor, targets: torch.Tensor, alpha: float):
 class AugmentConfig:
     crop_pad: int = 0
     flip: bool = False
+    flip_mode: str = "random"  # "alternate": airbench's alternating flip, keyed by image index
     cutout: int = 0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -456,6 +500,9 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for ok, message in [
+            (self.flip_mode in FLIP_MODES,
+             f"flip_mode must be one of {', '.join(FLIP_MODES)} (got {self.flip_mode!r})"),
+            (self.flip or self.flip_mode == "random", f"flip_mode = {self.flip_mode!r} needs flip = true"),
             (all(0 <= p <= 1 for p in (self.noise_p, self.blur_p, self.contrast_p)),
              "noise_p, blur_p and contrast_p must be probabilities in [0, 1] (0 disables)"),
             (self.noise_std > 0, "noise_std (the largest noise sigma) must be > 0"),
@@ -476,14 +523,24 @@ class AugmentConfig:
         return 3 if self.augmix_jsd else 1
 
 
-def image_ops(cfg: AugmentConfig, image_size: int) -> list[Op]:
+def flip_op(cfg: AugmentConfig, n_images: int, seed: int) -> Op:
+    """The flip of ``flip_mode``: random per batch (in the backend's implementation), or
+    alternating per image, which needs the training split's size ``n_images``."""
+    if cfg.flip_mode == "alternate":
+        if n_images < 1:
+            raise ValueError("flip_mode 'alternate' needs n_images, the size of the training split")
+        return AlternatingFlip(n_images, seed)
+    return KorniaFlip() if cfg.backend == "kornia" else RandomFlip()
+
+
+def image_ops(cfg: AugmentConfig, image_size: int, n_images: int = 0, seed: int = 0) -> list[Op]:
     """Crop, flip, Cutout in that order, each in the backend's implementation."""
     kornia = cfg.backend == "kornia"
     ops: list[Op] = []
     if cfg.crop_pad:
         ops.append(KorniaCrop(cfg.crop_pad, image_size) if kornia else RandomCrop(cfg.crop_pad))
     if cfg.flip:
-        ops.append(KorniaFlip() if kornia else RandomFlip())
+        ops.append(flip_op(cfg, n_images, seed))
     if cfg.cutout:
         ops.append(KorniaCutout(cfg.cutout, image_size) if kornia else Cutout(cfg.cutout))
     return ops
@@ -533,33 +590,51 @@ def mix_op(cfg: AugmentConfig) -> Op | None:
 
 class BatchAugment:
     """Turn a float batch and int labels into augmented images and probability targets.
-    Everything is decided here, once: the call is label smoothing, then the list of ops."""
+    Everything is decided here, once: the call is label smoothing, then the list of ops.
+    ``n_images`` (the training split's size) and ``seed`` are needed only by keyed ops
+    (the alternating flip); each call then passes the batch's indices into that split."""
 
-    def __init__(self, cfg: AugmentConfig, num_classes: int, image_size: int) -> None:
+    def __init__(self, cfg: AugmentConfig, num_classes: int, image_size: int,
+                 n_images: int = 0, seed: int = 0) -> None:
         if cfg.backend not in BACKENDS:
             raise ValueError(f"unknown augmentation backend {cfg.backend!r}; accepted: {', '.join(BACKENDS)}")
         self.cfg = cfg
         self.num_classes = num_classes
         self.smoothing = LabelSmoothing(num_classes, cfg.label_smoothing)
         mix = mix_op(cfg)
-        self.ops: list[Op] = image_ops(cfg, image_size) + robust_ops(cfg)
+        self.ops: list[Op] = image_ops(cfg, image_size, n_images, seed) + robust_ops(cfg)
         self.ops += ([mix] if mix is not None else []) + augmix_ops(cfg, image_size)
         self.views = cfg.views  # the objective splits a batch of ``views`` x B images
 
     def start_epoch(self, epoch: int) -> None:
-        """Set the mixing strength of a ramp (``mix_ramp_epochs``) for epoch ``epoch`` (0-based)."""
+        """Tell keyed ops the epoch (0-based) and set the mixing strength of a ramp
+        (``mix_ramp_epochs``) for it."""
+        for op in self.ops:
+            if op.keyed:
+                op.epoch = epoch
         if self.cfg.mix_ramp_epochs:
             strength = min(1.0, epoch / self.cfg.mix_ramp_epochs)
             for op in _mixing_ops(self.ops):
                 op.strength = strength
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, targets): B targets, and ``views`` x B images, view after view (the
-        first B are the batch itself when ``views`` > 1)."""
+        first B are the batch itself when ``views`` > 1). ``index`` (B,): the images'
+        indices into the training split, needed only by keyed ops."""
         x, targets = self.smoothing(x, y)
         for op in self.ops:
-            x, targets = op(x, targets)
+            x, targets = op(x, targets, params=self._keyed_params(op, x, index))
         return x, targets
+
+    @staticmethod
+    def _keyed_params(op: Op, x: torch.Tensor, index: torch.Tensor | None) -> Params | None:
+        """A keyed op's params from the batch's indices; None (draw as usual) for the rest."""
+        if not op.keyed:
+            return None
+        if index is None:
+            raise ValueError(f"{type(op).__name__} needs the batch's image indices: call with index=")
+        return op.sample_keyed(index, x.device)
 
 
 def _mixing_ops(ops) -> list[MixingOp]:

@@ -17,13 +17,14 @@ from torch import nn
 
 from .augment import BatchAugment
 from .averaging import make_averager
-from .batches import TrainBatches, plain_batches
+from .batches import TrainBatches, plain_batches, to_float
 from .build import build
 from .callbacks import Callback, CallbackList
 from .data import Split, Splits
 from .device import resolve_device
 from .errors import CheckpointError, RecipeError, TrainingDiverged
 from .evaluate import accuracy
+from .init import initialise
 from .objective import make_objective
 from .optim import Optimization
 from .recipe import Recipe
@@ -88,16 +89,21 @@ class Run:
 
 
 def new_state(spec: PhaseSpec, recipe: Recipe, steps_per_epoch: int, device: torch.device,
-              initial_weights: dict | None = None) -> TrainState:
+              initial_weights: dict | None = None, train: Split | None = None) -> TrainState:
     """Model, optimisation and averager at epoch 0; ``initial_weights`` (a state dict of
     ``build(spec)``, e.g. pruned from a wider trained net) replace the random start before
-    the averager copies the model, so EMA/SWA start from them too."""
-    model = build(spec)
-    if initial_weights is not None:
-        model.load_state_dict(initial_weights)
-    model = model.to(device)
+    the averager copies the model, so EMA/SWA start from them too.
+
+    The recipe's initialisations (`tinycnn.init`: ``dirac_init``, ``whiten_init``, which
+    reads ``train``'s images) run once on the device, before the optimiser is built, so a
+    frozen whitening conv is in no parameter group; ``initial_weights`` then overwrite the
+    values (a frozen conv stays frozen at the given ones)."""
+    model = build(spec).to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    initialise(model, recipe, train.x if train is not None else None)
+    if initial_weights is not None:
+        model.load_state_dict(initial_weights)
     optim = Optimization(model, recipe.optimizer_config(), recipe.schedule_config(),
                          recipe.epochs * steps_per_epoch, steps_per_epoch)
     averager = make_averager(model, optim.optimizer, recipe.averaging_config(), recipe.epochs)
@@ -121,12 +127,13 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     train, val = fitting_splits(splits, recipe, device)
-    batches = TrainBatches(train, recipe.batch_size, recipe.channels_last)
-    state = new_state(spec, recipe, len(batches), device, initial_weights if resume_from is None else None)
+    batches = IndexedBatches(train, recipe.batch_size, recipe.channels_last)
+    state = new_state(spec, recipe, len(batches), device, initial_weights if resume_from is None else None, train)
     if resume_from is not None:
         state.restore(resume_from)
     forward = torch.compile(state.model) if recipe.compile else state.model
-    augment = BatchAugment(recipe.augment_config(), splits.info.num_classes, splits.info.size)
+    augment = BatchAugment(recipe.augment_config(), splits.info.num_classes, splits.info.size,
+                           n_images=len(train), seed=recipe.seed)
     stepper = make_stepper(state.model, forward, state.optim.optimizer, recipe.step_config(), device)
     objective = make_objective(teacher.to(device) if teacher is not None else None, recipe.distill_config(),
                                recipe.consistency_config())
@@ -144,7 +151,19 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     return FitResult(final, weights, state.history, state.train_time, val_acc)
 
 
-def train_one_epoch(run: Run, batches: TrainBatches, augment, stepper, objective, callbacks) -> dict:
+class IndexedBatches(TrainBatches):
+    """`TrainBatches` that also yield each batch's indices into the split, (x, y, index):
+    ops keyed by image (the alternating flip) need them. The same one ``randperm`` per epoch
+    and the same slices, so the batches and the random stream are those of `TrainBatches`."""
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.split), device=self.split.x.device)
+        for step in range(len(self)):
+            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+            yield to_float(self.split.x[idx], self.channels_last), self.split.y[idx], idx
+
+
+def train_one_epoch(run: Run, batches: IndexedBatches, augment, stepper, objective, callbacks) -> dict:
     """One pass over the shuffled training split; returns the epoch's running statistics.
 
     ``augment`` may return several views of each image (AugMix's JSD loss: ``views`` x B
@@ -156,8 +175,8 @@ def train_one_epoch(run: Run, batches: TrainBatches, augment, stepper, objective
     schedule_on = state.averager.main_schedule_active(state.epoch)
     augment.start_epoch(state.epoch)
     stats = EpochStats(run.device, state.epoch, t0)
-    for step, (x, y) in enumerate(batches):
-        x, targets = augment(x, y)
+    for step, (x, y, index) in enumerate(batches):
+        x, targets = augment(x, y, index)
         loss, logits = stepper.step(objective, x, targets)
         if schedule_on:
             state.optim.scheduler.step()

@@ -55,6 +55,7 @@ class Recipe:
     label_smoothing: float = 0.0
     crop_pad: int = 0
     flip: bool = False
+    flip_mode: str = "random"  # with flip: "random" per batch, or "alternate" (airbench: mirrored every other epoch)
     cutout: int = 0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -81,6 +82,11 @@ class Recipe:
     augmix_alpha: float = 1.0  # Dirichlet and Beta(alpha, alpha) concentration
     augmix_jsd: bool = False  # train on (clean, AugMix, AugMix) views with the JSD consistency loss
     augmix_jsd_weight: float = 12.0  # lambda of the Jensen-Shannon term (the paper's 12)
+    # --- initialisation (issue #19, after airbench / hlb-CIFAR10; see tinycnn.init): each off by
+    # default, and neither draws a random number, so recipes without them train as before
+    dirac_init: bool = False  # dense k x k convs with out >= in start as identity on their first `in` channels
+    whiten_init: bool = False  # first conv = patch whitening of the training images, frozen for the run
+    whiten_eps: float = 5e-4  # filter i is eigenvector i / sqrt(eigenvalue i + whiten_eps)
     # --- weight averaging
     swa: bool = False
     swa_start: float = 0.75  # fraction of epochs after which snapshots are averaged
@@ -118,6 +124,7 @@ class Recipe:
             (self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup_alpha and cutmix_alpha must be >= 0 (0 disables)"),
             (0 <= self.mix_prob <= 1, "mix_prob must be a probability in [0, 1]"),
             (self.mix_ramp_epochs >= 0, "mix_ramp_epochs must be >= 0 (0: no ramp)"),
+            (self.whiten_eps > 0, "whiten_eps must be > 0 (it keeps 1 / sqrt(eigenvalue + eps) finite)"),
             (self.val_size >= 0 and self.train_subset >= 0, "val_size and train_subset must be >= 0"),
             (self.split_seed >= 0 and self.seed >= 0, "seed and split_seed must be >= 0"),
         ]
