@@ -36,6 +36,13 @@ _MNIST = [
     ("sam", "the same network trained with SAM (rho 0.05, the `sam` recipe; chosen on a 10K val split, "
      "experiments/LOG.md round 4)",
      "conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap", "sam"),
+    # Variants after the final (AFTER_FINAL), for noisy sensors: round R1 of experiments/LOG.md.
+    ("std", "a zero-parameter per-image standardisation block in front (robustness to brightness/contrast; "
+     "variant after the final)",
+     "std conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap", "sam"),
+    ("robust", "the same network trained with noise, blur and contrast augmentation (the `robust` recipe; "
+     "chosen on corrupted val, experiments/LOG.md round R1)",
+     "std conv_k3_c8 sep_k3_c10 sep_k3_c10 blur sep_k3_c11 sep_k3_c12 blur sep_k3_c14_se2 gap", "robust"),
 ]
 
 _CIFAR10 = [
@@ -122,7 +129,9 @@ def ladder(dataset: str) -> tuple[PhaseSpec, ...]:
 
 # Phases after the final: variants of it for one deployment need, kept in the ladder's story
 # but not the network `final` names (nor the one exported, pruned and benchmarked as the final).
-AFTER_FINAL: dict[str, frozenset[str]] = {"mnist": frozenset(), "cifar10": frozenset()}
+# MNIST's `std` and `robust` stay variants: tinycnn's C generator does not compile the `std`
+# block's per-image reductions yet, and the final is what is exported to a microcontroller.
+AFTER_FINAL: dict[str, frozenset[str]] = {"mnist": frozenset({"std", "robust"}), "cifar10": frozenset()}
 
 
 def final_phase(dataset: str) -> PhaseSpec:
