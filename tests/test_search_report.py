@@ -23,7 +23,7 @@ from test_search import (
 from tinycnn import search
 from tinycnn.data import Split, Splits
 from tinycnn.datasets import dataset_info
-from tinycnn.ladders import ladder
+from tinycnn.ladders import final_phase
 from tinycnn.search import SearchError, journal_storage, run_search
 from tinycnn.search_report import (
     SearchProgress,
@@ -67,7 +67,7 @@ def _study(tmp_path, monkeypatch, n_trials=4, name="s"):
 
 def _fake_final(root, params=1400, val=0.97):
     """A finished ladder-final run in a results root of its own."""
-    run = root / "mnist" / ladder("mnist")[-1].name / "seed0"
+    run = root / "mnist" / final_phase("mnist").name / "seed0"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"params": params, "val_accuracy": val, "test_accuracy": 0.5,
                                                   "seed": 0}))
@@ -97,7 +97,7 @@ def test_the_report_writes_table_counts_figures_and_json(tmp_path, monkeypatch):
     rows = [line for line in md.splitlines() if line.startswith("| ") and "%" in line]
     assert rows[0] == table[0]  # the best trial is the first row
     assert "4 complete, 1 pruned, 1 infeasible" in md and "test" in md
-    assert data["ladder_finals"] == [{"phase": ladder("mnist")[-1].name, "seed": 0, "params": 1400,
+    assert data["ladder_finals"] == [{"phase": final_phase("mnist").name, "seed": 0, "params": 1400,
                                       "val_accuracy": 0.97}]  # validation accuracy only, never the test figure
     assert data["anchors"][0]["params"] == 697
     assert [p["pruned"] for p in data["history"]] == [False] * 4 + [True]
