@@ -84,12 +84,10 @@ def peer_generation(python: str | None, images: torch.Tensor) -> dict:
 def benchmark_pass(dataset: str, old_style: bool) -> dict:
     model = load_model(FINALS[dataset] / "model.pt")
     split = robust.subset(load_dataset(dataset).test, SAMPLE[dataset])
-    saved = robust.EVAL_BATCH
-    robust.EVAL_BATCH = robust.GENERATE if old_style else saved
-    try:
-        r = robust.robustness(model, dataset, split, channels_last=False if old_style else None)
-    finally:
-        robust.EVAL_BATCH = saved
+    if old_style:
+        r = robust.robustness(model, dataset, split, channels_last=False, eval_batch=robust.GENERATE)
+    else:
+        r = robust.robustness(model, dataset, split)
     return {"images": r["n"], "seconds": r["seconds"], "mean": r["mean"]}
 
 

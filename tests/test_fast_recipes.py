@@ -11,7 +11,7 @@ from tinycnn.batches import TrainBatches, to_float
 from tinycnn.callbacks import OnEpochEnd, SaveCheckpoint
 from tinycnn.checkpoint import load_checkpoint
 from tinycnn.data import Split, Splits
-from tinycnn.engine import IndexedBatches, fit, new_state
+from tinycnn.engine import fit, new_state
 from tinycnn.errors import RecipeError
 from tinycnn.init import (dirac_convs, dirac_init_, first_conv, image_patches, initialise, patch_covariance,
                           whiten_first_conv_, whitening_filters)
@@ -101,7 +101,7 @@ def test_indexed_batches_are_train_batches_with_their_indices():
     torch.manual_seed(1)
     plain = list(TrainBatches(split, 8))
     torch.manual_seed(1)
-    indexed = list(IndexedBatches(split, 8))
+    indexed = list(TrainBatches(split, 8).indexed())
     assert len(plain) == len(indexed) == 5
     for (xp, yp), (xi, yi, idx) in zip(plain, indexed):
         assert torch.equal(xp, xi) and torch.equal(yp, yi)

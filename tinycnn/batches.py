@@ -29,10 +29,16 @@ class TrainBatches:
         return len(self.split) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y, _ in self.indexed():
+            yield x, y
+
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The same epoch with each batch's indices into the split, (x, y, index): ops keyed
+        by image (the alternating flip) need them."""
         perm = torch.randperm(len(self.split), device=self.split.x.device)
         for step in range(len(self)):
             idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
-            yield to_float(self.split.x[idx], self.channels_last), self.split.y[idx]
+            yield to_float(self.split.x[idx], self.channels_last), self.split.y[idx], idx
 
 
 def plain_batches(split: Split, batch_size: int = 512, channels_last: bool = False) -> Iterator[torch.Tensor]:

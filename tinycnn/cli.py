@@ -132,22 +132,15 @@ def _add_robust_command(sub) -> None:
     p.set_defaults(func=cmd_robust)
 
 
-def _robust_split(args: argparse.Namespace, dataset: str):
-    """The split to corrupt: the test set, or the validation split recorded in the run's metrics.json."""
+def _robust_split(args: argparse.Namespace, model):
+    """The split to corrupt: the test set, or the validation split the model was trained with
+    (`_training_split`; here a model without a record of it is refused, not given defaults)."""
     from .data import load_dataset, load_splits
 
     if args.split == "test":
-        return load_dataset(dataset, args.data_dir).test
-    metrics = Path(args.model).parent / "metrics.json"
-    try:
-        recipe = json.loads(metrics.read_text())["recipe"]
-        val_size, split_seed = int(recipe["val_size"]), int(recipe["split_seed"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SpecError(f"--split val needs the run's metrics.json beside the model, recording "
-                         f"recipe.val_size and recipe.split_seed; could not read {metrics}: {e}") from e
-    if val_size <= 0:
-        raise SpecError(f"{metrics}: this run had no validation split (val_size {val_size}); use --split test")
-    return load_splits(dataset, val_size, args.data_dir, split_seed=split_seed).val
+        return load_dataset(model.spec.dataset, args.data_dir).test
+    val_size, split_seed = _training_split(args, model, require_record=True)
+    return load_splits(model.spec.dataset, val_size, args.data_dir, split_seed=split_seed).val
 
 
 def cmd_robust(args: argparse.Namespace) -> int:
@@ -160,7 +153,7 @@ def cmd_robust(args: argparse.Namespace) -> int:
         raise SpecError(f"--n must be >= 0 (0: every image), got {args.n}")
     threads = set_threads(args.threads)
     model = load_model(args.model)
-    split = subset(_robust_split(args, model.spec.dataset), args.n)
+    split = subset(_robust_split(args, model), args.n)
     result = robustness(model, model.spec.dataset, split, seed=args.seed)
     result.update(model=str(args.model), split=args.split, subset=args.n or None, threads=threads)
     if args.save:
@@ -583,10 +576,11 @@ def _resume_conflicts(args: argparse.Namespace, spec, recipe, run_dir: Path) -> 
     return found
 
 
-def _training_split(args: argparse.Namespace, model) -> tuple[int, int]:
+def _training_split(args: argparse.Namespace, model, require_record: bool = False) -> tuple[int, int]:
     """The (val_size, split_seed) the model was trained with, so `--split val` never scores
     images the model was fitted on: explicit flags win, then the model file's own record,
-    then (for files written before it kept one) the run's metrics.json, then the defaults."""
+    then (for files written before it kept one) the run's metrics.json, then the defaults
+    (or, with ``require_record``, an error naming the missing file)."""
     from .recipe import Recipe
 
     recorded = {k: model.info[k] for k in ("val_size", "split_seed") if k in model.info}
@@ -594,11 +588,14 @@ def _training_split(args: argparse.Namespace, model) -> tuple[int, int]:
         metrics_path = Path(args.model).with_name("metrics.json")
         try:
             r = Recipe.from_dict(json.loads(metrics_path.read_text()).get("recipe", {}))
-        except (OSError, json.JSONDecodeError, TinyCNNError):
+        except (OSError, json.JSONDecodeError, TinyCNNError) as e:
+            if require_record:
+                raise SpecError(f"--split val needs the run's metrics.json beside the model, recording "
+                                f"recipe.val_size and recipe.split_seed; could not read {metrics_path}: {e}") from e
             r = Recipe()  # no readable record beside it: the defaults, as for a model file on its own
         recorded = {"val_size": r.val_size, "split_seed": r.split_seed, **recorded}
-    val_size = args.val_size if args.val_size is not None else recorded["val_size"]
-    split_seed = args.split_seed if args.split_seed is not None else recorded["split_seed"]
+    val_size = recorded["val_size"] if getattr(args, "val_size", None) is None else args.val_size
+    split_seed = recorded["split_seed"] if getattr(args, "split_seed", None) is None else args.split_seed
     if args.split == "val" and val_size < 1:
         raise SpecError(f"--split val needs a validation split of at least 1 image, got --val-size {val_size}")
     return val_size, split_seed

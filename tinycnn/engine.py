@@ -17,7 +17,7 @@ from torch import nn
 
 from .augment import BatchAugment
 from .averaging import make_averager
-from .batches import TrainBatches, plain_batches, to_float
+from .batches import TrainBatches, plain_batches
 from .build import build
 from .callbacks import Callback, CallbackList
 from .data import Split, Splits
@@ -127,7 +127,7 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     train, val = fitting_splits(splits, recipe, device)
-    batches = IndexedBatches(train, recipe.batch_size, recipe.channels_last)
+    batches = TrainBatches(train, recipe.batch_size, recipe.channels_last)
     state = new_state(spec, recipe, len(batches), device, initial_weights if resume_from is None else None, train)
     if resume_from is not None:
         state.restore(resume_from)
@@ -151,19 +151,7 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     return FitResult(final, weights, state.history, state.train_time, val_acc)
 
 
-class IndexedBatches(TrainBatches):
-    """`TrainBatches` that also yield each batch's indices into the split, (x, y, index):
-    ops keyed by image (the alternating flip) need them. The same one ``randperm`` per epoch
-    and the same slices, so the batches and the random stream are those of `TrainBatches`."""
-
-    def __iter__(self):
-        perm = torch.randperm(len(self.split), device=self.split.x.device)
-        for step in range(len(self)):
-            idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
-            yield to_float(self.split.x[idx], self.channels_last), self.split.y[idx], idx
-
-
-def train_one_epoch(run: Run, batches: IndexedBatches, augment, stepper, objective, callbacks) -> dict:
+def train_one_epoch(run: Run, batches: TrainBatches, augment, stepper, objective, callbacks) -> dict:
     """One pass over the shuffled training split; returns the epoch's running statistics.
 
     ``augment`` may return several views of each image (AugMix's JSD loss: ``views`` x B
@@ -175,7 +163,7 @@ def train_one_epoch(run: Run, batches: IndexedBatches, augment, stepper, objecti
     schedule_on = state.averager.main_schedule_active(state.epoch)
     augment.start_epoch(state.epoch)
     stats = EpochStats(run.device, state.epoch, t0)
-    for step, (x, y, index) in enumerate(batches):
+    for step, (x, y, index) in enumerate(batches.indexed()):
         x, targets = augment(x, y, index)
         loss, logits = stepper.step(objective, x, targets)
         if schedule_on:
