@@ -15,7 +15,7 @@ from .datasets import dataset_info
 from .ladders import final_phase, ladder, recipe_for
 from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
                       recipe_runs, search_runs, study_dir, write_json)
-from .robust_report import corrupted_cell, robust_markdown, robust_records
+from .robust_report import robust_markdown, robust_records
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -274,6 +274,14 @@ def prune_markdown(dataset: str, root: Path | None = None) -> str:
                      f"{_mean_sd([m['val_accuracy'] for m in runs])} | {_mean_sd([m['test_accuracy'] for m in runs])} "
                      f"| {len(runs)} | {times} |")
     return "\n".join(lines)
+
+
+def corrupted_cell(records: list[dict], seeds: int) -> str:
+    """Mean corrupted test accuracy over the seeds measured ("—" when none was)."""
+    if not records:
+        return "—"
+    cell = _mean_sd([r["mean"] for r in records])
+    return cell + (f" ({len(records)} of {seeds} seeds)" if len(records) < seeds else "")
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -27,17 +27,6 @@ def robust_records(dataset: str, root: Path | None = None) -> dict[str, list[dic
     return records
 
 
-def corrupted_cell(records: list[dict], seeds: int) -> str:
-    """Mean corrupted test accuracy over the seeds measured ("—" when none was)."""
-    if not records:
-        return "—"
-    means = [r["mean"] for r in records]
-    cell = f"{statistics.fmean(means):.2%}"
-    if len(means) > 1:
-        cell += f" ± {statistics.stdev(means):.2%}"
-    return cell + (f" ({len(means)} of {seeds} seeds)" if len(means) < seeds else "")
-
-
 def family_means(records: list[dict]) -> dict[str, float]:
     """Each family's accuracy (over its severities), averaged over the seeds measured."""
     names = list(records[0]["corruptions"])
