@@ -348,3 +348,13 @@ def test_a_ram_budget_makes_candidates_infeasible_before_training(tmp_path, tiny
     assert all("over the RAM budget of 1,000 B" in t.user_attrs["infeasible"] for t in trials)
     with pytest.raises(SearchError, match=r"RAM budget 1000\) .* asks for .*RAM budget 2000\)"):
         _run(tmp_path, tiny_splits, tiny_space, ram_budget=2_000, n_trials=0)
+
+
+def test_a_continued_study_does_not_replay_its_first_candidates(tmp_path, tiny_splits, tiny_space):
+    """The same command (same --seed) run again must draw new candidates, not the first ones again."""
+    _run(tmp_path, tiny_splits, tiny_space)
+    _run(tmp_path, tiny_splits, tiny_space)
+    trials = _trials(tmp_path / "s" / "journal.log")
+    assert len(trials) == 4
+    assert [t.params for t in trials[:2]] != [t.params for t in trials[2:]]
+    assert search.sampler_seed(0, 1, 4) != search.sampler_seed(0, 1, 0) and search.sampler_seed(None, 0, 3) is None

@@ -337,6 +337,9 @@ def _add_search_command(sub) -> None:
     p.add_argument("--pruner", default=None, help="median, halving, hyperband or none (default median)")
     p.add_argument("--objective", default="val", help="val, pareto (val vs params) or pareto-macs (default val)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on one journal (one thread each)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads of a single worker (default 1: torch's default on a busy machine collapses "
+                        "to a tenth of the speed; spawned workers use one each)")
     p.add_argument("--storage", default=None, help="journal file (default experiments/search/<study>/journal.log), "
                                                    "or postgresql://user:pass@host/db for many machines")
     p.add_argument("--seed", type=int, default=None, help="sampler seed")
@@ -409,8 +412,10 @@ def _run_search_live(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .device import set_threads
     from .search import best_table
 
+    set_threads(args.threads)
     study = _run_search_live(args)
     table = Table(title=f"study {study.study_name}: best trials (validation accuracy)")
     for col in ("trial", "val acc", "params", "arch"):

@@ -467,13 +467,19 @@ def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker:
               callbacks: tuple = ()) -> None:
     """One worker: its own sampler (seeded apart from the others') on the shared study;
     ``callbacks`` (Optuna's ``callback(study, trial)``) run after each of its trials."""
-    seed = None if job.seed is None else job.seed + worker
-    study = _open_study(job, make_sampler(job.sampler, job.space, job.objective, seed),
-                        make_pruner(job.pruner, job.space, job.objective))
+    study = _open_study(job, None, make_pruner(job.pruner, job.space, job.objective))
+    study.sampler = make_sampler(job.sampler, job.space, job.objective,
+                                 sampler_seed(job.seed, worker, len(study.get_trials(deepcopy=False))))
     objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
                                 job.device, job.ram_budget)
     study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
                    callbacks=[lambda s, t: log(describe_trial(t)), *callbacks])
+
+
+def sampler_seed(seed: int | None, worker: int, stored_trials: int) -> int | None:
+    """Each worker's sampler seed, moved on by the trials already stored: a study continued
+    with the same ``--seed`` must not replay its first random candidates (TPE starts random)."""
+    return None if seed is None else seed + worker + 1000 * stored_trials
 
 
 def _worker(job: SearchJob, n_trials: int, worker: int) -> None:

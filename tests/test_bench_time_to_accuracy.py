@@ -1,0 +1,32 @@
+"""experiments/bench_time_to_accuracy.py end to end on a sliver of MNIST: every contestant's
+record has the fields the README reads, a missing Composer environment is a note, not a crash,
+and a second invocation merges into the file instead of replacing it."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "experiments" / "bench_time_to_accuracy.py"
+
+
+def _bench(out: Path, *only: str) -> None:
+    cmd = [sys.executable, str(BENCH), "--dataset", "mnist", "--epochs", "1", "--train-subset", "512",
+           "--composer-python", str(out.parent / "no-such-venv" / "python"), "--out", str(out), "--only", *only]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+
+
+def test_contestants_recorded_and_merged(real_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYCNN_DATA", str(real_data_dir))
+    out = tmp_path / "tta.json"
+    _bench(out, "tinycnn", "composer")
+    _bench(out, "plain_loop")
+    d = json.loads(out.read_text())["datasets"]["mnist"]
+    assert set(d["contestants"]) == {"tinycnn", "composer", "plain_loop"}
+    assert "no Composer environment" in d["contestants"]["composer"]["skipped"]
+    for name in ("tinycnn", "plain_loop"):
+        c = d["contestants"][name]
+        assert c["epochs"] == 1 and len(c["history"]) == 1 and 0.0 <= c["test_acc"] <= 1.0
+        assert set(c["time_to"]) == {"0.990", "0.992"} and c["train_time_s"] > 0
+    plain = d["contestants"]["plain_loop"]
+    assert plain["recipe_changes"]["sam_rho"] == [0.05, 0.0]  # no SAM in a hand-written loop
