@@ -10,8 +10,8 @@ LAYERS = [
     ("architecture", {"spec", "blocks"}),
     ("models", {"build", "budget", "ladders", "deploy", "memory", "prune", "arena"}),
     ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions", "init"}),
-    ("engine", {"engine", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "robust"}),
+    ("engine", {"engine", "model_array", "callbacks", "checkpoint", "evaluate"}),
+    ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "search_retrain", "robust"}),
     ("views", {"report", "figures", "readme", "phases_table", "search_report", "robust_report"}),
     ("door", {"cli", "__main__"}),
 ]

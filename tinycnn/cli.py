@@ -326,8 +326,11 @@ def _prune_request(args: argparse.Namespace):
 
 def _add_search_command(sub) -> None:
     p = sub.add_parser("search", help="Optuna search for the best net and recipe under a budget (val split only); "
-                                      "`tinycnn search report STUDY` reports a study",
-                       epilog=f"Report a study: {SEARCH_REPORT_USAGE} (see `tinycnn search report --help`).")
+                                      "`tinycnn search report STUDY` reports a study, `tinycnn search retrain "
+                                      "STUDY` retrains its best trial",
+                       epilog=f"Report a study: {SEARCH_REPORT_USAGE} (see `tinycnn search report --help`). "
+                              f"Retrain its best trial over seeds: {SEARCH_RETRAIN_USAGE} "
+                              f"(see `tinycnn search retrain --help`).")
     _dataset_arg(p)
     p.add_argument("--budget", type=int, required=True, help="deployed parameters every candidate must fit")
     p.add_argument("--space", default=None, help="search space TOML (default: experiments/spaces/<dataset>.toml)")
@@ -372,6 +375,54 @@ def cmd_search_report(args: argparse.Namespace) -> int:
 
     for path in write_search_report(args.study, args.storage, args.out, top=args.top):
         console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+SEARCH_RETRAIN_USAGE = "tinycnn search retrain STUDY [--trial N] [--seeds 0 1 2] [--storage URL_OR_PATH] [--out-root DIR]"
+
+
+def build_search_retrain_parser() -> argparse.ArgumentParser:
+    """`tinycnn search retrain`, parsed apart like `tinycnn search report`."""
+    p = argparse.ArgumentParser(prog="tinycnn search retrain", description=(
+        "Retrain a study's best trial (the complete trial with the highest validation accuracy; a tie: the "
+        "fewer deployed parameters) or --trial N as ordinary runs, one per seed, each scoring the test split "
+        "once at the end, into <results>/<dataset>/search/<study>/trial<N>/seed<k>, with retrain.json beside "
+        "them. A finished seed is reused, an unfinished one resumes."))
+    p.add_argument("study", help="study name (as `tinycnn search --study`, default <dataset>-<budget>)")
+    p.add_argument("--trial", type=int, default=None, help="retrain this complete trial instead of the best "
+                                                          "(needed for a two-objective study)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="K", help="seeds (default 0 1 2)")
+    p.add_argument("--storage", default=None, help="journal file (default experiments/search/<study>/journal.log) "
+                                                   "or postgresql://user:pass@host/db")
+    p.add_argument("--out-root", default=None, help="results root instead of experiments/results "
+                                                    "(or $TINYCNN_RESULTS)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--data-dir", default=None, help="folder with <dataset>.npz (default: $TINYCNN_DATA or ~/.cache/tinycnn)")
+    p.add_argument("--quiet", action="store_true", help="log lines only, no live display")
+    _threads_arg(p)
+    p.set_defaults(func=cmd_search_retrain)
+    return p
+
+
+def cmd_search_retrain(args: argparse.Namespace) -> int:
+    from .device import set_threads
+    from .search_retrain import RetrainRequest, retrain
+
+    set_threads(args.threads)
+    record = retrain(RetrainRequest(args.study, args.trial, tuple(args.seeds), args.storage,
+                                    Path(args.out_root) if args.out_root else None, args.data_dir, args.device,
+                                    args.quiet), log=lambda line: console.print(line, highlight=False))
+    table = Table(title=f"study {record['study']}, trial {record['trial']} retrained "
+                        f"(val {record['val_accuracy_in_study']:.2%} in the study)")
+    for col in ("seed", "val acc", "test acc", "params"):
+        table.add_column(col, justify="right")
+    for run in record["runs"]:
+        table.add_row(str(run["seed"]), f"{run['val_accuracy']:.2%}", f"{run['test_accuracy']:.2%}",
+                      f"{record['params']:,}")
+    console.print(table)
+    sd = f" ± {record['test_sd']:.2%}" if record["test_sd"] is not None else ""
+    console.print(f"test accuracy [bold]{record['test_mean']:.2%}{sd}[/] over {len(record['runs'])} seed(s) "
+                  f"(final weights): `{record['arch']}`", highlight=False)
     return 0
 
 
@@ -666,8 +717,9 @@ def _confusion_table(info, result: dict) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["search", "report"]:
-        args = build_search_report_parser().parse_args(argv[2:])
+    search_commands = {"report": build_search_report_parser, "retrain": build_search_retrain_parser}
+    if argv[:1] == ["search"] and argv[1:2] and argv[1] in search_commands:
+        args = search_commands[argv[1]]().parse_args(argv[2:])
     else:
         args = build_parser().parse_args(argv)
     try:

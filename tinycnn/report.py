@@ -14,7 +14,7 @@ from .atomic import atomic_write_text
 from .datasets import dataset_info
 from .ladders import final_phase, ladder, recipe_for
 from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
-                      recipe_runs, search_runs, study_dir, write_json)
+                      recipe_runs, retrain_records, search_runs, study_dir, write_json)
 from .robust_report import robust_markdown, robust_records
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
@@ -214,7 +214,23 @@ def readme_results_sections() -> dict:
     sections["mnist-prune"] = lambda: prune_markdown("mnist")
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-robust"] = lambda d=dataset: robust_markdown(d)
+    sections["search-retrained"] = retrained_markdown
     return sections
+
+
+def retrained_markdown(root: Path | None = None) -> str:
+    """Search trials retrained as ordinary runs (`tinycnn search retrain`), from each retrain.json:
+    the study's validation accuracy beside the test accuracy over the seeds."""
+    records = retrain_records(root)
+    if not records:
+        return "_No searched net retrained yet (`tinycnn search retrain STUDY`)._"
+    lines = ["| dataset | study | trial | params | val acc (in the study) | test acc (final weights) | seeds | command |",
+             "|---|---|---:|---:|---:|---|---:|---|"]
+    for r in records:
+        tests = [run["test_accuracy"] for run in r["runs"]]
+        lines.append(f"| {r['dataset']} | `{r['study']}` | {r['trial']} | {r['params']:,} | "
+                     f"{r['val_accuracy_in_study']:.2%} | {_mean_sd(tests)} | {len(tests)} | `{r['command']}` |")
+    return "\n".join(lines)
 
 
 # Cited, not run here: ST model zoo's MLPerf Tiny ResNet-8 for CIFAR-10 (issue #22's anchor).

@@ -3,6 +3,8 @@ run directory is read and written, and how a run's command line is spelled.
 
     experiments/results/<dataset>/<phase>/seed<k>/   runs of the committed study (ladder, ablation)
     runs/<dataset>/<phase>/seed<k>/                  a user's own `tinycnn train` runs (git-ignored)
+    experiments/results/<dataset>/search/<study>/trial<N>/seed<k>/   a search's trial retrained
+                                                     (`tinycnn search retrain`), retrain.json beside the seeds
 
 A run directory holds ``model.pt`` and ``metrics.json`` when finished, ``checkpoint.pt``
 while not, and ``train.log`` always.
@@ -22,6 +24,7 @@ from .spec import PhaseSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL, METRICS, CHECKPOINT, LOG = "model.pt", "metrics.json", "checkpoint.pt", "train.log"
+RETRAIN = "retrain.json"
 
 
 def results_root() -> Path:
@@ -99,6 +102,16 @@ def prune_runs(dataset: str, root: Path | None = None) -> list[tuple[str, dict]]
     """(row, metrics) of the pruning comparison: ``prune/<row>/seed<k>/`` (row: finetune<N>, scratch<N>)."""
     return [(p.parent.parent.name, m)
             for p, m in finished_runs(study_dir(dataset, root), f"prune/*/seed*/{METRICS}")]
+
+
+def retrain_dir(dataset: str, study: str, trial: int, root: Path | None = None) -> Path:
+    """``<results>/<dataset>/search/<study>/trial<N>``: one search trial retrained, ``seed<k>/`` a run."""
+    return study_dir(dataset, root) / "search" / study / f"trial{trial}"
+
+
+def retrain_records(root: Path | None = None) -> list[dict]:
+    """Every ``retrain.json`` under ``<results>/*/search/*/trial*/``, in path order."""
+    return [json.loads(p.read_text()) for p in sorted((root or results_root()).glob(f"*/search/*/trial*/{RETRAIN}"))]
 
 
 def ablation_dir(dataset: str, root: Path | None = None) -> Path:

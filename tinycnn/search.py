@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import multiprocessing
 import os
 import random
@@ -73,9 +74,10 @@ from .searchspace import (
 )
 
 __all__ = ["GRID_LIMIT", "KINDS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Choice", "Range", "SearchError",
-           "SearchObjective", "SearchSpace", "SearchSpaceError", "best_table", "fail_dead_trials",
-           "fail_stale_heartbeats", "grid_space", "journal_storage", "load_space", "make_pruner", "make_sampler",
-           "mask_url", "open_storage", "rdb_storage", "run_search", "suggest", "unit_arch"]
+           "SearchObjective", "SearchSpace", "SearchSpaceError", "best_first", "best_table", "fail_dead_trials",
+           "fail_stale_heartbeats", "grid_space", "journal_storage", "load_space", "load_study", "make_pruner",
+           "make_sampler",
+           "mask_url", "open_storage", "rdb_storage", "run_search", "suggest", "train_tokens", "trial_row", "unit_arch"]
 
 
 class SearchError(TinyCNNError):
@@ -656,6 +658,27 @@ def _require_feasible(study: optuna.Study, job: SearchJob) -> None:
 
 # --- reading a study ------------------------------------------------------------------------
 
+def load_study(study_name: str, storage=None) -> optuna.Study:
+    """The stored study, or one `SearchError` line: no journal, unreadable storage, no such
+    study (naming those there are), or a study without trials."""
+    location = storage_location(study_name, storage)
+    where = mask_url(location)
+    if not is_database_url(location) and not Path(location).is_file():
+        raise SearchError(f"no study journal at {where}: run `tinycnn search` first, or give --storage")
+    try:
+        with quiet_optuna():
+            store = open_storage(location)
+            names = optuna.get_all_study_names(store)
+            if study_name not in names:
+                raise SearchError(f"no study {study_name!r} in {where}; studies there: {', '.join(names) or 'none'}")
+            study = optuna.load_study(study_name=study_name, storage=store)
+    except (OSError, ValueError, KeyError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise SearchError(f"cannot read the study storage {where}: {type(e).__name__}: {e}") from None
+    if not study.get_trials(deepcopy=False):
+        raise SearchError(f"study {study_name!r} in {where} has no trials yet: nothing to report or retrain")
+    return study
+
+
 def describe_trial(t: FrozenTrial) -> str:
     """One log line per finished trial."""
     a = t.user_attrs
@@ -683,23 +706,35 @@ def summary(study: optuna.Study) -> str:
     return line + (f"; best val {rows[0]['val_accuracy']:.4f} (trial {rows[0]['trial']})" if rows else "")
 
 
+def best_first(t: FrozenTrial) -> tuple:
+    """The declared rule that ranks complete trials: highest validation accuracy, a tie to the
+    fewer deployed parameters, then to the earlier trial."""
+    return -t.values[0], t.user_attrs.get("params", math.inf), t.number
+
+
 def best_table(study: optuna.Study, top: int = 10) -> list[dict]:
-    """The best complete trials (the Pareto front, by size, for two objectives), each with its
-    arch string, recipe overrides and the `tinycnn train` command that retrains it."""
+    """The best complete trials (`best_first`; the Pareto front, by size, for two objectives),
+    each with its arch string, recipe overrides and the `tinycnn train` command that retrains it."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) == 1:
-        chosen = sorted(done, key=lambda t: -t.value)[:top]
+        chosen = sorted(done, key=best_first)[:top]
     else:
         chosen = sorted(study.best_trials, key=lambda t: t.values[1])
-    return [_row(study, t) for t in chosen]
+    return [trial_row(study, t) for t in chosen]
 
 
-def _row(study: optuna.Study, t: FrozenTrial) -> dict:
-    a = t.user_attrs
-    dataset = study.user_attrs.get("dataset", "")
-    tokens = ["tinycnn", "train", dataset, "--arch", a["arch"], "--recipe", a["recipe_base"]]
-    for o in a["overrides"]:
+def train_tokens(dataset: str, arch: str, recipe: str, overrides: list[str]) -> list[str]:
+    """The `tinycnn train` argv that trains a trial's net with its recipe (base + overrides)."""
+    tokens = ["tinycnn", "train", dataset, "--arch", arch, "--recipe", recipe]
+    for o in overrides:
         tokens += ["--set", o]
+    return tokens
+
+
+def trial_row(study: optuna.Study, t: FrozenTrial) -> dict:
+    """A complete trial as the tables and `tinycnn search retrain` read it."""
+    a = t.user_attrs
+    tokens = train_tokens(study.user_attrs.get("dataset", ""), a["arch"], a["recipe_base"], a["overrides"])
     return {"trial": t.number, "val_accuracy": t.values[0], "params": a["params"], "macs": a.get("macs"),
             "arch": a["arch"], "recipe": a["recipe_base"], "overrides": list(a["overrides"]),
             "epochs_run": a.get("epochs_run"),

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -51,8 +50,7 @@ from .search import (
     SearchError,
     best_table,
     is_database_url,
-    mask_url,
-    open_storage,
+    load_study,
     quiet_optuna,
     search_root,
     storage_location,
@@ -69,27 +67,6 @@ FIGURES = ("history.png", "pareto.png", "importances.png")
 
 
 # --- reading a study ------------------------------------------------------------------------
-
-def load_study(study_name: str, storage=None) -> optuna.Study:
-    """The stored study, or one `SearchError` line: no journal, unreadable storage, no such
-    study (naming those there are), or a study without trials."""
-    location = storage_location(study_name, storage)
-    where = mask_url(location)
-    if not is_database_url(location) and not Path(location).is_file():
-        raise SearchError(f"no study journal at {where}: run `tinycnn search` first, or give --storage")
-    try:
-        with quiet_optuna():
-            store = open_storage(location)
-            names = optuna.get_all_study_names(store)
-            if study_name not in names:
-                raise SearchError(f"no study {study_name!r} in {where}; studies there: {', '.join(names) or 'none'}")
-            study = optuna.load_study(study_name=study_name, storage=store)
-    except (OSError, ValueError, KeyError, sqlalchemy.exc.SQLAlchemyError) as e:
-        raise SearchError(f"cannot read the study storage {where}: {type(e).__name__}: {e}") from None
-    if not study.get_trials(deepcopy=False):
-        raise SearchError(f"study {study_name!r} in {where} has no trials yet: nothing to report")
-    return study
-
 
 def default_out_dir(study_name: str, storage=None) -> Path:
     """The journal's folder, or ``<search root>/<study>`` for a database."""
