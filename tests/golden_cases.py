@@ -70,6 +70,17 @@ def case_inputs(name: str, data_dir=None):
     return get_phase(dataset, phase), Recipe(**fields), splits, teacher
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo): kernels, and so rounding, differ between models."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer, in state_dict order, as float32 bytes."""
     h = hashlib.sha256()
@@ -100,7 +111,7 @@ def record() -> None:
 
     torch.set_num_threads(1)
     out = {"recorded_with": "tinycnn.train.train at 5f472f2, CPU, one thread",
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "cases": {}}
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(), "torch": torch.__version__, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in CASES:
             out["cases"][name] = _record_with_train(name, Path(tmp))

@@ -4,13 +4,16 @@ import json
 import pytest
 import torch
 
-from golden_cases import CASES, GOLDEN, case_inputs, comparable, weights_digest
+from golden_cases import CASES, GOLDEN, case_inputs, comparable, cpu_model, weights_digest
 from tinycnn.engine import fit
 from tinycnn.evaluate import evaluate
 
 RECORD = json.loads(GOLDEN.read_text())
-# oneDNN picks kernels by CPU: on another instruction set, sums may round differently
-SAME_CPU = RECORD["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+# oneDNN picks kernels by CPU: on another CPU, even of the same instruction set, sums may round
+# differently (a 2026-12-02 VM reporting the record's capability differed in the 4th digit of the
+# loss). Bit-exact only where the record names this very CPU model; close everywhere else.
+SAME_CPU = (RECORD["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+            and RECORD.get("cpu_model") is not None and RECORD.get("cpu_model") == cpu_model())
 
 
 @pytest.fixture
