@@ -2,9 +2,12 @@
 record has the fields the README reads, a missing Composer environment is a note, not a crash,
 and a second invocation merges into the file instead of replacing it."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tinycnn.report import time_to_accuracy_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "experiments" / "bench_time_to_accuracy.py"
@@ -18,7 +21,7 @@ def _bench(out: Path, *only: str) -> None:
 
 def test_contestants_recorded_and_merged(real_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYCNN_DATA", str(real_data_dir))
-    out = tmp_path / "tta.json"
+    out = tmp_path / "time-to-accuracy-test.json"
     _bench(out, "tinycnn", "composer")
     _bench(out, "plain_loop")
     d = json.loads(out.read_text())["datasets"]["mnist"]
@@ -30,3 +33,11 @@ def test_contestants_recorded_and_merged(real_data_dir, tmp_path, monkeypatch):
         assert set(c["time_to"]) == {"0.990", "0.992"} and c["train_time_s"] > 0
     plain = d["contestants"]["plain_loop"]
     assert plain["recipe_changes"]["sam_rho"] == [0.05, 0.0]  # no SAM in a hand-written loop
+
+    table = time_to_accuracy_markdown(tmp_path)  # what SPEED.md shows, from this very file
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 3 and len({row.count("|") for row in rows}) == 1  # a skipped row keeps the columns
+    assert "| Composer peer | skipped: no Composer environment" in table
+    engine = next(row for row in rows if row.startswith("| tinycnn engine"))
+    assert f"{d['contestants']['tinycnn']['test_acc']:.2%}" in engine
+    assert re.search(r"sam_rho 0\.05 → 0\.0", table)

@@ -209,6 +209,7 @@ def readme_results_sections() -> dict:
     sections["bench"] = bench_markdown
     sections["engine-vs-loop"] = engine_vs_loop_markdown
     sections["latency"] = latency_markdown
+    sections["time-to-accuracy"] = time_to_accuracy_markdown
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)
     sections["mnist-prune"] = lambda: prune_markdown("mnist")
@@ -371,3 +372,54 @@ def bench_markdown(root: Path | None = None) -> str:
                 for ds, augs in b["augment"].items() for name, v in augs.items()]
         out += [""] + _table_of_dicts("final phase", b["final_train"]) + [""]
     return "\n".join(out)
+
+
+# Contestants of experiments/bench_time_to_accuracy.py, in the order a reader compares them.
+TTA_LABELS = {"tinycnn": "tinycnn engine, the final's recipe", "plain_loop": "plain DataLoader loop",
+              "composer": "Composer peer", "tinycnn_fast": "tinycnn engine, `fast` recipe"}
+
+
+def time_to_accuracy_markdown(root: Path | None = None) -> str:
+    """Seconds and epochs until the validation split first reaches each target, per contestant,
+    with the ratio to tinycnn's own figure (experiments/bench_time_to_accuracy.py)."""
+    paths = benchmark_files("time-to-accuracy-", root)
+    if not paths:
+        return "_Not measured yet (`python experiments/bench_time_to_accuracy.py`)._"
+    out = []
+    for path in paths:
+        b = json.loads(path.read_text())
+        for ds, r in b["datasets"].items():
+            split = r["val_split"]
+            peers = "".join(f"; {TTA_LABELS.get(n, n)}: {c['engine']}" for n, c in r["contestants"].items()
+                            if c.get("engine"))
+            out += [f"`{path.name}` — {ds}, the `{r['phase']}` final, {b['device']}, torch {b['torch']}"
+                    f"{peers}; validation split of {split['val_size']:,} images "
+                    f"(split_seed {split['split_seed']}), seed {b['seed']}:", ""]
+            out += _tta_table(r) + [""]
+    return "\n".join(out)
+
+
+def _tta_table(r: dict) -> list[str]:
+    targets = [f"{t:.3f}" for t in r["targets"]]
+    head = " | ".join(f"first val ≥ {float(t):.1%}: epoch, s (vs tinycnn)" for t in targets)
+    lines = [f"| contestant | recipe | epochs | {head} | training s | final val | test (final weights) |",
+             "|---|---|---:|" + "---|" * len(targets) + "---:|---:|---:|"]
+    ratios = r.get("seconds_over_tinycnn", {})
+    for name in sorted(r["contestants"], key=lambda n: list(TTA_LABELS).index(n) if n in TTA_LABELS else 99):
+        c = r["contestants"][name]
+        if "skipped" in c:
+            lines.append(f"| {TTA_LABELS.get(name, name)} | skipped: {c['skipped']} |" + " |" * (len(targets) + 4))
+            continue
+        cells = [_tta_cell(c["time_to"][t], ratios.get(name, {}).get(t)) for t in targets]
+        changes = ", ".join(f"{k} {a} → {b}" for k, (a, b) in c.get("recipe_changes", {}).items())
+        recipe = f"`{c['recipe']}`" + (f" ({changes})" if changes else "")
+        val = c.get("final_weights_val_acc", c["final_val_acc"])
+        lines.append(f"| {TTA_LABELS.get(name, name)} | {recipe} | {c['epochs']} | " + " | ".join(cells)
+                     + f" | {c['train_time_s']:,.0f} | {val:.2%} ({c['final_weights']}) | {c['test_acc']:.2%} |")
+    return lines
+
+
+def _tta_cell(hit: dict | None, ratio: float | None) -> str:
+    if hit is None:
+        return "not reached"
+    return f"{hit['epoch']}, {hit['train_time_s']:,.0f} s" + (f" ({ratio:.2f}x)" if ratio is not None else "")
