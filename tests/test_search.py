@@ -358,3 +358,64 @@ def test_a_continued_study_does_not_replay_its_first_candidates(tmp_path, tiny_s
     assert len(trials) == 4
     assert [t.params for t in trials[:2]] != [t.params for t in trials[2:]]
     assert search.sampler_seed(0, 1, 4) != search.sampler_seed(0, 1, 0) and search.sampler_seed(None, 0, 3) is None
+
+
+# --- a recipe-only space: [arch] fixed ------------------------------------------------------
+
+FIXED_SPACE = """
+[arch]
+fixed = "FIXED"
+[recipe]
+base = "default"
+epochs = 1
+batch_size = 64
+crop_pad = 0
+channels_last = false
+lr = {low = 0.05, high = 0.2, log = true}
+"""
+
+
+def test_a_fixed_space_keeps_the_phase_and_searches_the_recipe_alone(tmp_path):
+    from tinycnn.budget import deployed_params
+    from tinycnn.ladders import final_phase, get_phase
+
+    space = load_space(_space_file(tmp_path, FIXED_SPACE.replace("FIXED", "final")), "mnist")
+    final = final_phase("mnist")
+    assert (space.fixed_arch, space.fixed_phase) == (final.arch, final.name)
+    assert grid_space(space) == {"lr": [pytest.approx((0.05 * 0.2) ** 0.5)]}  # no architecture key
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = study.ask()
+        spec, recipe = suggest(trial, space, "mnist", 1500)
+        assert spec.arch == final.arch and trial.user_attrs["params"] == deployed_params(final)
+        assert trial.user_attrs["phase"] == final.name and trial.user_attrs["width"] == 1.0
+        assert set(trial.params) == {"lr"} and 0.05 <= recipe.lr <= 0.2
+        study.tell(trial, 0.5)
+    arch = get_phase("mnist", "sep").arch  # an architecture string works too, without a phase name
+    space = load_space(_space_file(tmp_path, FIXED_SPACE.replace("FIXED", arch)), "mnist")
+    assert (space.fixed_arch, space.fixed_phase) == (arch, None)
+
+
+@pytest.mark.parametrize("arch_lines,named", [
+    ('fixed = "final"\nstages = 2', r"'stages' would never be used"),
+    ('fixed = "final"\n[arch.stage]\nkind = ["sep", "dw"]', r"'\[arch.stage\] kind' would never be used"),
+    ('fixed = "nonesuch"', r"neither a phase of the mnist ladder \(plain, .*final\) nor a valid architecture"),
+    ('fixed = ["final", "sep"]', "fixed is fixed, not searched"),
+])
+def test_a_bad_fixed_space_gets_one_clear_error(tmp_path, arch_lines, named):
+    text = FIXED_SPACE.replace('fixed = "FIXED"', arch_lines)
+    with pytest.raises(SearchSpaceError, match=named) as e:
+        load_space(_space_file(tmp_path, text), "mnist")
+    assert "\n" not in str(e.value)
+
+
+def test_a_fixed_network_over_the_budget_is_infeasible_and_pareto_is_refused(tmp_path, tiny_splits, monkeypatch):
+    space = _space_file(tmp_path, FIXED_SPACE.replace("FIXED", "final"))
+    calls = []
+    monkeypatch.setattr(search, "fit_only", lambda *a, **k: calls.append(a))
+    with pytest.raises(SearchError, match="no candidate fits.*fixed network has 1,473 deployed parameters, over "
+                                          "the budget of 1,000"):
+        _run(tmp_path, tiny_splits, space, budget=1000, n_trials=1)
+    assert calls == []
+    with pytest.raises(SearchError, match="fixes the network .* use --objective val"):
+        _run(tmp_path, tiny_splits, space, objective="pareto", study_name="p", storage=tmp_path / "p.log")

@@ -25,8 +25,9 @@ from test_search_report import (
 from tinycnn import cli, pipeline
 from tinycnn.data import Split, Splits
 from tinycnn.datasets import dataset_info
-from tinycnn.report import retrained_markdown
-from tinycnn.search import SearchError, best_table, journal_storage
+from tinycnn.ladders import get_phase
+from tinycnn.report import incremental_markdown, retrained_markdown
+from tinycnn.search import SearchError, best_table, journal_storage, run_search
 from tinycnn.search_retrain import RetrainRequest, pick_trial, retrain
 
 ARCH = "conv_k3_c4 max sep_k3_c8 gap"
@@ -164,6 +165,40 @@ def test_retrain_writes_ordinary_runs_and_retrain_json_then_reuses_them(tmp_path
     cells = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
     assert cells[:4] == ["mnist", "`s`", "1", f"{record['params']:,}"] and cells[4] == "95.00%"
     assert cells[6] == "3" and cells[7] == f"`{again['command']}`" and "±" in cells[5]
+
+
+def _fake_phase_runs(root, phase: str, tests: list[float]) -> None:
+    """Finished runs of a ladder phase (its own recipe) with these test accuracies."""
+    for seed, test in enumerate(tests):
+        run = root / "mnist" / phase / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "model.pt").write_bytes(b"")
+        (run / "metrics.json").write_text(json.dumps({"test_accuracy": test, "recipe_name": "default",
+                                                      "recipe": {"val_size": 5000}, "seed": seed}))
+
+
+def test_a_recipe_only_study_retrained_joins_the_incremental_table(tmp_path):
+    """[arch] fixed = "sep": a real 2-trial search on random images, its best trial retrained
+    (2 seeds), then the row beside the phase's own runs, with the gain in points."""
+    space = tmp_path / "space.toml"
+    space.write_text('[arch]\nfixed = "sep"\n[recipe]\nbase = "default"\nepochs = 1\nbatch_size = 64\n'
+                     'crop_pad = 0\nchannels_last = false\nlr = {low = 0.05, high = 0.2, log = true}\n')
+    journal, out, splits = tmp_path / "r" / "journal.log", tmp_path / "results", _random_splits()
+    assert incremental_markdown(out).startswith("_No recipe-only study retrained yet")
+    run_search("mnist", 2000, space, "r", 2, "random", "none", storage=journal, log=lambda line: None, seed=0,
+               splits=Splits(splits.info, splits.train, splits.val, None))
+    record = retrain(RetrainRequest("r", seeds=(0, 1), storage=str(journal), out_root=out, splits=splits),
+                     log=lambda line: None)
+    assert record["phase"] == "sep" and record["arch"] == get_phase("mnist", "sep").arch
+    assert [run["val_size"] for run in record["runs"]] == [5000, 5000]  # the recipe's split (tests pass their own)
+    _fake_phase_runs(out, "sep", [0.50, 0.70])
+    (row,) = incremental_markdown(out).splitlines()[2:]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    searched = statistics.fmean(run["test_accuracy"] for run in record["runs"])
+    assert cells[:5] == ["mnist", "`sep` (`default`)", f"{record['params']:,}", "60.00% ± 14.14% (2 seeds)", "55,000"]
+    assert cells[5].startswith(f"`r`, {record['trial']}: `default` `epochs=1`") and "`lr=0." in cells[5]
+    assert "(2 seeds)" in cells[6]
+    assert cells[7] == "55,000" and cells[8] == f"{(searched - 0.60) * 100:+.2f} pt"
 
 
 def test_the_readme_section_says_so_when_nothing_was_retrained(tmp_path):

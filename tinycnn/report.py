@@ -216,6 +216,7 @@ def readme_results_sections() -> dict:
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-robust"] = lambda d=dataset: robust_markdown(d)
     sections["search-retrained"] = retrained_markdown
+    sections["search-incremental"] = incremental_markdown
     return sections
 
 
@@ -232,6 +233,37 @@ def retrained_markdown(root: Path | None = None) -> str:
         lines.append(f"| {r['dataset']} | `{r['study']}` | {r['trial']} | {r['params']:,} | "
                      f"{r['val_accuracy_in_study']:.2%} | {_mean_sd(tests)} | {len(tests)} | `{r['command']}` |")
     return "\n".join(lines)
+
+
+def incremental_markdown(root: Path | None = None) -> str:
+    """Issue #16's incremental table: a final phase's committed runs (its own recipe) beside the
+    same network retrained with the recipe a recipe-only study found (``[arch] fixed``)."""
+    records = [r for r in retrain_records(root) if r.get("phase")]
+    if not records:
+        return ("_No recipe-only study retrained yet (a space with `[arch] fixed = \"<phase>\"`, then "
+                "`tinycnn search retrain STUDY`)._")
+    lines = ["| dataset | phase (its recipe) | params | test acc, its recipe | fit on | study, trial: searched "
+             "recipe | test acc, searched | fit on | gain |", "|---|---|---:|---|---:|---|---|---:|---:|"]
+    for r in records:
+        own = [m for _, m in phase_runs(r["dataset"], r["phase"], root)]
+        searched = [run["test_accuracy"] for run in r["runs"]]
+        gain = (f"{(statistics.fmean(searched) - statistics.fmean(m['test_accuracy'] for m in own)) * 100:+.2f} pt"
+                if own else "—")
+        own_cell = _mean_sd([m["test_accuracy"] for m in own]) + f" ({len(own)} seeds)" if own else "no committed runs"
+        recipe = f"`{r['recipe']}` " + " ".join(f"`{o}`" for o in r["overrides"])
+        lines.append(f"| {r['dataset']} | `{r['phase']}` (`{own[0]['recipe_name'] if own else '?'}`) | {r['params']:,} | "
+                     f"{own_cell} | {_fit_images(r['dataset'], own[0]['recipe'] if own else None)} | "
+                     f"`{r['study']}`, {r['trial']}: {recipe} | {_mean_sd(searched)} ({len(searched)} seeds) | "
+                     f"{_fit_images(r['dataset'], r['runs'][0])} | {gain} |")
+    return "\n".join(lines)
+
+
+def _fit_images(dataset: str, recipe: dict | None) -> str:
+    """Training images a run fitted on: the training set less its validation split (``val_size``
+    of its recipe, or of a retrain.json run entry)."""
+    if not recipe or "val_size" not in recipe:
+        return "?"
+    return f"{dataset_info(dataset).train_size - recipe['val_size']:,}"
 
 
 # Cited, not run here: ST model zoo's MLPerf Tiny ResNet-8 for CIFAR-10 (issue #22's anchor).

@@ -607,6 +607,9 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     if not (isinstance(workers, int) and workers >= 1 and isinstance(n_trials, int) and n_trials >= 0):
         raise SearchError(f"need workers >= 1 and n_trials >= 0, got workers={workers}, n_trials={n_trials}")
     space = load_space(space_path, dataset)
+    if space.fixed_arch is not None and objective != "val":
+        raise SearchError(f"{space.path} fixes the network ([arch] fixed), whose one parameter count leaves "
+                          f"nothing to trade against: use --objective val")
     _require_val(space, splits)
     name = study_name or default_study_name(dataset, budget, objective)
     job = SearchJob(dataset, budget, space, name, storage_location(name, storage), sampler, pruner, objective,
@@ -649,11 +652,13 @@ def _require_feasible(study: optuna.Study, job: SearchJob) -> None:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     if trials and all("infeasible" in t.user_attrs for t in trials):
         smallest = [t.user_attrs["min_params"] for t in trials if "min_params" in t.user_attrs]
-        why = (f"the smallest needed {min(smallest):,} parameters at its narrowest widths" if smallest
-               else trials[0].user_attrs["infeasible"])
+        fixed = job.space.fixed_arch is not None
+        why = (trials[0].user_attrs["infeasible"] if fixed or not smallest
+               else f"the smallest needed {min(smallest):,} parameters at its narrowest widths")
+        fix = "fix a smaller network" if fixed else "narrow the space"
         raise SearchError(f"no candidate fits: all {len(trials)} trial(s) of study {job.study_name!r} were "
-                          f"infeasible under {job.budget:,} parameters ({why}); raise the budget or narrow "
-                          f"the space ({job.space.path}: fewer stages or blocks)")
+                          f"infeasible under {job.budget:,} parameters ({why}); raise the budget or {fix} "
+                          f"({job.space.path}{'' if fixed else ': fewer stages or blocks'})")
 
 
 # --- reading a study ------------------------------------------------------------------------
@@ -737,6 +742,6 @@ def trial_row(study: optuna.Study, t: FrozenTrial) -> dict:
     tokens = train_tokens(study.user_attrs.get("dataset", ""), a["arch"], a["recipe_base"], a["overrides"])
     return {"trial": t.number, "val_accuracy": t.values[0], "params": a["params"], "macs": a.get("macs"),
             "arch": a["arch"], "recipe": a["recipe_base"], "overrides": list(a["overrides"]),
-            "epochs_run": a.get("epochs_run"),
+            "epochs_run": a.get("epochs_run"), "phase": a.get("phase"),
             "duration_s": t.duration.total_seconds() if t.duration else None,
             "command": shlex.join(tokens)}

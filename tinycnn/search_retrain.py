@@ -136,7 +136,7 @@ def _run_seed(run: RunRequest, log: Callable[[str], None]) -> dict:
     m = run_or_reuse(run, "continue")
     return {"seed": run.recipe.seed, "run_dir": portable(run.run_dir), "val_accuracy": m["val_accuracy"],
             "test_accuracy": m["test_accuracy"], "final_weights": m["final_weights"],
-            "command": m.get("command", run.command), "reused": reused}
+            "val_size": m["recipe"]["val_size"], "command": m.get("command", run.command), "reused": reused}
 
 
 # --- the record -----------------------------------------------------------------------------
@@ -168,6 +168,7 @@ def retrain_record(study: optuna.Study, row: dict, req: RetrainRequest, runs: li
         "trial": row["trial"], "chosen_by": "--trial" if req.trial is not None else RULE,
         "val_accuracy_in_study": row["val_accuracy"], "arch": row["arch"], "recipe": row["recipe"],
         "overrides": row["overrides"], "params": row["params"], "macs": row["macs"],
+        "phase": row.get("phase"),  # the ladder phase a recipe-only study fixed, else None
         "seeds": list(req.seeds), "runs": runs,
         "test_mean": statistics.fmean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else None,
         "command": retrain_command(req, row["trial"]), "finished_at": utc_now(),

@@ -21,6 +21,12 @@ records ``infeasible`` (the reason) and ``min_params`` as user attributes and ra
 trial without reports is the worst kind for TPE, and NSGA-II builds its populations from
 complete trials only, so no sampler learns from an infeasible candidate as if it had a score
 (no ``constraints_func`` is needed), and no table lists one as a result.
+
+**A recipe-only search**: ``[arch] fixed = "<phase>"`` (a phase of the dataset's ladder) or an
+architecture string keeps the network as it is, widths included, and searches ``[recipe]``
+alone: the incremental study "default recipe vs searched recipe on the same architecture".
+``fixed`` takes no other ``[arch]`` key and no ``[arch.stage]``; a network over the budget is
+infeasible like any candidate.
 """
 from __future__ import annotations
 
@@ -37,9 +43,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 import optuna
 
-from .budget import deployed_params, fit_width
+from .budget import WidthFit, deployed_params, fit_width
 from .datasets import dataset_info
 from .errors import BudgetError, RecipeError, SpecError, TinyCNNError
+from .ladders import get_phase, ladder
 from .recipe import Recipe, load_recipe
 from .results import REPO_ROOT
 from .spec import PhaseSpec
@@ -111,6 +118,8 @@ ARCH_RULES = {
     "width_growth": Rule("a number > 0", lambda v: _num(v) and v > 0),
     "budget_fraction": Rule("a number in (0, 1] (pareto objectives only)", lambda v: _num(v) and 0 < v <= 1,
                             ranged=True),
+    "fixed": Rule("a phase of the dataset's ladder or an architecture string (then only [recipe] is searched)",
+                  lambda v: isinstance(v, str) and bool(v.strip()), searchable=False),
 }
 STAGE_RULES = {
     "blocks": Rule("an integer 1..8", lambda v: _int(v) and 1 <= v <= 8),
@@ -122,7 +131,7 @@ STAGE_RULES = {
 }
 ARCH_DEFAULTS = {"base_width": 8, "multiple": 1, "min_width": 1, "se_ratio": 0.25, "stages": 3, "stem": "conv",
                  "downsample": "max", "width_growth": 1.0,
-                 "budget_fraction": Range(0.25, 1.0, log=True)}
+                 "budget_fraction": Range(0.25, 1.0, log=True), "fixed": None}
 STAGE_DEFAULTS = {"blocks": 1, "kind": "sep", "kernel": 3, "expand": 4, "se": False, "residual": False}
 _TOP_KEYS = ("description", "arch", "recipe")
 
@@ -135,6 +144,8 @@ class SearchSpace:
     base: str  # recipe name the samples override
     recipe: dict  # Recipe field -> fixed value | Choice | Range
     base_recipe: Recipe = field(compare=False, default=None)  # the base with the fixed values applied
+    fixed_arch: str | None = None  # [arch] fixed: the one network of a recipe-only search
+    fixed_phase: str | None = None  # ... and the ladder phase it names, if it named one
 
     @property
     def max_stages(self) -> int:
@@ -171,17 +182,39 @@ def load_space(path: str | os.PathLike | None, dataset: str) -> SearchSpace:
     arch_table.pop("stage", None)
     arch = _checked_table(arch_table, ARCH_RULES, ARCH_DEFAULTS, f"{path}: [arch]")
     stage = _checked_table(stage_table, STAGE_RULES, STAGE_DEFAULTS, f"{path}: [arch.stage]")
+    fixed = _fixed_network(arch_table, stage_table, dataset, path) if arch["fixed"] is not None else (None, None)
     base, recipe, base_recipe = _checked_recipe(_table(data, "recipe", f"{path}: [recipe]"), dataset, path)
-    space = SearchSpace(str(path), arch, stage, base, recipe, base_recipe)
+    space = SearchSpace(str(path), arch, stage, base, recipe, base_recipe, *fixed)
     if not any(isinstance(d, (Choice, Range)) for d in [*_searched_arch(space), *recipe.values()]):
         raise SearchSpaceError(f"{path} is an empty space: every key is fixed (or absent), so there is nothing "
                                f"to search; give at least one key a list of choices or a {{low, high}} range")
-    _probe_layout(space, dataset)
+    if space.fixed_arch is None:
+        _probe_layout(space, dataset)
     return space
 
 
 def _searched_arch(space: SearchSpace) -> list:
+    if space.fixed_arch is not None:
+        return []
     return [d for k, d in space.arch.items() if k != "budget_fraction"] + list(space.stage.values())
+
+
+def _fixed_network(arch_table: dict, stage_table: dict, dataset: str, path: Path) -> tuple[str, str | None]:
+    """``[arch] fixed``'s (architecture string, phase name or None), refusing what it leaves unused."""
+    fixed = arch_table["fixed"].strip()
+    others = sorted(set(arch_table) - {"fixed"}) + [f"[arch.stage] {k}" for k in sorted(stage_table)]
+    if others:
+        raise SearchSpaceError(f"{path}: [arch] fixed = {fixed!r} searches the recipe only, so {others[0]!r} "
+                               f"would never be used; remove it (fixed takes no other [arch] key and no [arch.stage])")
+    names = [p.name for p in ladder(dataset)] + ["final"]
+    if fixed in names:
+        phase = get_phase(dataset, fixed)
+        return phase.arch, phase.name
+    try:
+        return PhaseSpec.from_arch("fixed", dataset, fixed).arch, None
+    except SpecError as e:
+        raise SearchSpaceError(f"{path}: [arch] fixed = {fixed!r} is neither a phase of the {dataset} ladder "
+                               f"({', '.join(names)}) nor a valid architecture: {e}") from e
 
 
 def _table(data: dict, key: str, where: str) -> dict:
@@ -393,6 +426,22 @@ def _fill_budget(spec: PhaseSpec, target: int, multiple: int, min_width: int = 1
     return fitted
 
 
+def _as_it_is(spec: PhaseSpec, target: int, ram_budget: int | None) -> WidthFit:
+    """A fixed network is not widened: it fits the budget (and RAM) as it is, or is infeasible."""
+    params = deployed_params(spec)
+    if params > target:
+        raise _Infeasible(f"the fixed network has {params:,} deployed parameters, over the budget of {target:,}",
+                          params)
+    if ram_budget is not None:
+        from .memory import planned_arena_bytes
+
+        arena = planned_arena_bytes(spec)
+        if arena > ram_budget:
+            raise _Infeasible(f"the fixed network plans a {arena:,} B activation arena, over the RAM budget of "
+                              f"{ram_budget:,} B")
+    return WidthFit(1.0, spec, params)
+
+
 def suggest(trial, space: SearchSpace, dataset: str, budget: int, objective: str = "val",
             ram_budget: int | None = None) -> tuple[PhaseSpec, Recipe]:
     """Draw one candidate: an architecture widened to fill the budget, and a recipe.
@@ -403,11 +452,14 @@ def suggest(trial, space: SearchSpace, dataset: str, budget: int, objective: str
     target = budget
     if objective != "val":
         target = max(1, math.floor(budget * _draw(trial, "budget_fraction", space.arch["budget_fraction"])))
-    unit = unit_arch(trial, space)
+    unit = space.fixed_arch or unit_arch(trial, space)
     trial.set_user_attr("unit_arch", unit)
+    if space.fixed_phase:
+        trial.set_user_attr("phase", space.fixed_phase)
     try:
-        fitted = _fill_budget(PhaseSpec.from_arch("search", dataset, unit), target, space.arch["multiple"],
-                              space.arch["min_width"], ram_budget)
+        spec = PhaseSpec.from_arch("search", dataset, unit)
+        fitted = (_as_it_is(spec, target, ram_budget) if space.fixed_arch else
+                  _fill_budget(spec, target, space.arch["multiple"], space.arch["min_width"], ram_budget))
         recipe, overrides = _sample_recipe(trial, space)
     except _Infeasible as e:
         trial.set_user_attr("infeasible", e.reason)
@@ -441,10 +493,11 @@ def grid_space(space: SearchSpace, objective: str = "val") -> dict[str, list]:
     Per-stage keys appear once per stage. Keys a kind ignores (``s1_expand`` for sep) are in
     the grid too, so such points repeat a candidate; keep grid spaces small."""
     a, dims = space.arch, {}
-    for key in ("stages", "width_growth", "stem", "downsample"):
-        dims[key] = a[key]
-    for s in range(1, space.max_stages + 1):
-        dims.update({f"s{s}_{key}": dim for key, dim in space.stage.items()})
+    if space.fixed_arch is None:
+        for key in ("stages", "width_growth", "stem", "downsample"):
+            dims[key] = a[key]
+        for s in range(1, space.max_stages + 1):
+            dims.update({f"s{s}_{key}": dim for key, dim in space.stage.items()})
     if objective != "val":
         dims["budget_fraction"] = a["budget_fraction"]
     dims.update(space.recipe)
