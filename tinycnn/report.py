@@ -439,14 +439,15 @@ def _tta_table(r: dict) -> list[str]:
     ratios = r.get("seconds_over_tinycnn", {})
     for name in sorted(r["contestants"], key=lambda n: list(TTA_LABELS).index(n) if n in TTA_LABELS else 99):
         c = r["contestants"][name]
+        label = c.get("label") or TTA_LABELS.get(name, name)
         if "skipped" in c:
-            lines.append(f"| {TTA_LABELS.get(name, name)} | skipped: {c['skipped']} |" + " |" * (len(targets) + 4))
+            lines.append(f"| {label} | skipped: {c['skipped']} |" + " |" * (len(targets) + 4))
             continue
         cells = [_tta_cell(c["time_to"][t], ratios.get(name, {}).get(t)) for t in targets]
         changes = ", ".join(f"{k} {a} → {b}" for k, (a, b) in c.get("recipe_changes", {}).items())
         recipe = f"`{c['recipe']}`" + (f" ({changes})" if changes else "")
         val = c.get("final_weights_val_acc", c["final_val_acc"])
-        lines.append(f"| {TTA_LABELS.get(name, name)} | {recipe} | {c['epochs']} | " + " | ".join(cells)
+        lines.append(f"| {label} | {recipe} | {c['epochs']} | " + " | ".join(cells)
                      + f" | {c['train_time_s']:,.0f} | {val:.2%} ({c['final_weights']}) | {c['test_acc']:.2%} |")
     return lines
 
