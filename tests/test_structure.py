@@ -12,7 +12,7 @@ LAYERS = [
     ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions", "init"}),
     ("engine", {"engine", "model_array", "callbacks", "checkpoint", "evaluate"}),
     ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "search_retrain", "robust"}),
-    ("views", {"report", "figures", "readme", "phases_table", "search_report", "robust_report"}),
+    ("views", {"report", "figures", "readme", "phases_table", "search_report", "robust_report", "speed_report"}),
     ("door", {"cli", "__main__"}),
 ]
 LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}

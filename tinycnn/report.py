@@ -13,9 +13,25 @@ from pathlib import Path
 from .atomic import atomic_write_text
 from .datasets import dataset_info
 from .ladders import final_phase, ladder, recipe_for
-from .results import (ablation_file, benchmark_files, display_command, first_reach, phase_runs, prune_runs,
-                      recipe_runs, retrain_records, search_runs, study_dir, write_json)
+from .results import (
+    ablation_file,
+    display_command,
+    first_reach,
+    phase_runs,
+    prune_runs,
+    recipe_runs,
+    retrain_records,
+    search_runs,
+    study_dir,
+    write_json,
+)
 from .robust_report import robust_markdown, robust_records
+from .speed_report import (
+    bench_markdown,
+    engine_vs_loop_markdown,
+    latency_markdown,
+    time_to_accuracy_markdown,
+)
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
 PAPER = {"mnist": (1_570, 0.992), "cifar10": (143_396, 0.8601)}
@@ -337,122 +353,3 @@ def _mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2%}"
     return f"{statistics.mean(values):.2%} ± {statistics.stdev(values):.2%}"
-
-
-def engine_vs_loop_markdown(root: Path | None = None) -> str:
-    """The engine beside a plain TensorDataset + DataLoader loop (experiments/bench_engine_vs_loop.py)."""
-    paths = benchmark_files("engine-vs-loop-", root)
-    if not paths:
-        return "_Not measured yet (`python experiments/bench_engine_vs_loop.py`)._"
-    out = []
-    for path in paths:
-        b = json.loads(path.read_text())
-        out += [f"`{path.name}` — {b['device']}, torch {b['torch']}, best of {b['best_of']}, "
-                f"{b['augmentation']}:", "",
-                "| dataset (recipe) | images, batch | engine img/s | plain loop img/s | engine / plain | "
-                "data path µs/image: engine slices vs DataLoader |", "|---|---|---:|---:|---:|---|"]
-        for ds, r in b["datasets"].items():
-            ips, us = r["images_per_s"], r["data_path_us_per_image"]
-            out.append(f"| {ds} ({r['recipe']}) | {r['images']:,}, {r['batch_size']} | {ips['engine']:,.0f} | "
-                       f"{ips['plain_loop']:,.0f} | {r['engine_over_plain']:.2f} | "
-                       f"{us['engine_slices']:.1f} vs {us['dataloader']:.1f} |")
-        out.append("")
-    return "\n".join(out)
-
-
-def latency_markdown(root: Path | None = None) -> str:
-    """Per-image latency of the finals at batch 1 (experiments/bench_latency.py)."""
-    paths = benchmark_files("latency-", root)
-    if not paths:
-        return "_Not measured yet (`python experiments/bench_latency.py`)._"
-    out = []
-    for path in paths:
-        b = json.loads(path.read_text())
-        out += [f"`{path.name}` — {b['device']}, torch {b['torch_version']}, best median of {b['rounds']} "
-                f"round-robin rounds; {b['compiler']}:", "",
-                "| final | engine | µs per image | vs PyTorch eager |", "|---|---|---:|---:|"]
-        for ds, r in b["datasets"].items():
-            out += [f"| {ds} (`{r['run']}`) | {name} | {us:,.1f} | {r['speedup_over_pytorch'][name]:.2f}x |"
-                    for name, us in r["us_per_image"].items()]
-        out.append("")
-    return "\n".join(out)
-
-
-def _table_of_dicts(first_col: str, rows: dict[str, dict[str, float]]) -> list[str]:
-    """A Markdown table: one row per key of ``rows``, one column per inner key of any row
-    (the ladders differ: MNIST has a `sep` phase, CIFAR-10 not), blank where a row lacks it."""
-    cols = list(dict.fromkeys(c for row in rows.values() for c in row))
-    lines = [f"| {first_col} | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {name} | " + " | ".join(f"{row[c]:,.0f}" if c in row else "" for c in cols) + " |"
-              for name, row in rows.items()]
-    return lines
-
-
-def bench_markdown(root: Path | None = None) -> str:
-    paths = benchmark_files("bench-", root)
-    if not paths:
-        return "_No benchmark results yet (`python experiments/bench_train.py`)._"
-    out = []
-    for path in paths:
-        b = json.loads(path.read_text())
-        out += [f"`{path.name}` — {b['device']}, torch {b['torch']}, {b['threads']} threads, "
-                f"{b['images_per_epoch']} images per measured epoch, best of {b.get('best_of', 1)} "
-                f"(training images/s):", ""]
-        out += _table_of_dicts("dataset", b["phases"]) + [""]
-        out += ["| dataset | augmentation (batch of 128) | tensor ops (img/s) | kornia (img/s) |", "|---|---|---:|---:|"]
-        out += [f"| {ds} | {name} | {v['tensor']:,.0f} | {v['kornia']:,.0f} |"
-                for ds, augs in b["augment"].items() for name, v in augs.items()]
-        out += [""] + _table_of_dicts("final phase", b["final_train"]) + [""]
-    return "\n".join(out)
-
-
-# Contestants of experiments/bench_time_to_accuracy.py, in the order a reader compares them.
-TTA_LABELS = {"tinycnn": "tinycnn engine, the final's recipe", "plain_loop": "plain DataLoader loop",
-              "composer": "Composer peer", "tinycnn_fast": "tinycnn engine, `fast` recipe"}
-
-
-def time_to_accuracy_markdown(root: Path | None = None) -> str:
-    """Seconds and epochs until the validation split first reaches each target, per contestant,
-    with the ratio to tinycnn's own figure (experiments/bench_time_to_accuracy.py)."""
-    paths = benchmark_files("time-to-accuracy-", root)
-    if not paths:
-        return "_Not measured yet (`python experiments/bench_time_to_accuracy.py`)._"
-    out = []
-    for path in paths:
-        b = json.loads(path.read_text())
-        for ds, r in b["datasets"].items():
-            split = r["val_split"]
-            peers = "".join(f"; {TTA_LABELS.get(n, n)}: {c['engine']}" for n, c in r["contestants"].items()
-                            if c.get("engine"))
-            out += [f"`{path.name}` — {ds}, the `{r['phase']}` final, {b['device']}, torch {b['torch']}"
-                    f"{peers}; validation split of {split['val_size']:,} images "
-                    f"(split_seed {split['split_seed']}), seed {b['seed']}:", ""]
-            out += _tta_table(r) + [""]
-    return "\n".join(out)
-
-
-def _tta_table(r: dict) -> list[str]:
-    targets = [f"{t:.3f}" for t in r["targets"]]
-    head = " | ".join(f"first val ≥ {float(t):.1%}: epoch, s (vs tinycnn)" for t in targets)
-    lines = [f"| contestant | recipe | epochs | {head} | training s | final val | test (final weights) |",
-             "|---|---|---:|" + "---|" * len(targets) + "---:|---:|---:|"]
-    ratios = r.get("seconds_over_tinycnn", {})
-    for name in sorted(r["contestants"], key=lambda n: list(TTA_LABELS).index(n) if n in TTA_LABELS else 99):
-        c = r["contestants"][name]
-        label = c.get("label") or TTA_LABELS.get(name, name)
-        if "skipped" in c:
-            lines.append(f"| {label} | skipped: {c['skipped']} |" + " |" * (len(targets) + 4))
-            continue
-        cells = [_tta_cell(c["time_to"][t], ratios.get(name, {}).get(t)) for t in targets]
-        changes = ", ".join(f"{k} {a} → {b}" for k, (a, b) in c.get("recipe_changes", {}).items())
-        recipe = f"`{c['recipe']}`" + (f" ({changes})" if changes else "")
-        val = c.get("final_weights_val_acc", c["final_val_acc"])
-        lines.append(f"| {label} | {recipe} | {c['epochs']} | " + " | ".join(cells)
-                     + f" | {c['train_time_s']:,.0f} | {val:.2%} ({c['final_weights']}) | {c['test_acc']:.2%} |")
-    return lines
-
-
-def _tta_cell(hit: dict | None, ratio: float | None) -> str:
-    if hit is None:
-        return "not reached"
-    return f"{hit['epoch']}, {hit['train_time_s']:,.0f} s" + (f" ({ratio:.2f}x)" if ratio is not None else "")
