@@ -1,6 +1,7 @@
 """The engine end to end on small slices of the real data: fit, runs, resume, each averaging
 technique, the divergence guards."""
 import copy
+from dataclasses import replace
 import json
 import os
 
@@ -11,10 +12,11 @@ from tinycnn import build, get_phase, load_model
 from tinycnn.callbacks import OnEpochEnd
 from tinycnn.data import Splits
 from tinycnn.engine import EXPLODED, check_not_exploded, fit
-from tinycnn.errors import RunInterrupted, TrainingDiverged
+from tinycnn.errors import RecipeError, RunInterrupted, TrainingDiverged
 from tinycnn.objective import distillation_loss, soft_cross_entropy
 from tinycnn.pipeline import RunRequest, run_or_reuse
 from tinycnn.recipe import Recipe
+from tinycnn.spec import PhaseSpec
 from tinycnn.results import first_reach
 
 
@@ -206,6 +208,21 @@ def test_bf16_autocast_and_channels_last_train(tiny):
     result = fit(get_phase("mnist", "final"), Recipe(epochs=1, batch_size=64, amp="bf16", channels_last=True),
                  tiny, device="cpu")
     assert result.history[0]["train_loss"] > 0
+
+
+def test_compile_trains_the_network_eager_mode_trains(tiny):
+    """torch.compile (inductor on the CPU; on a GPU, compile_mode = "reduce-overhead" replays the
+    step as CUDA graphs) must change the speed, not the training: same loss, same weights."""
+    spec = PhaseSpec.from_arch("t", "mnist", "conv_k3_c4 max sep_k3_c8 gap")
+    base = Recipe(epochs=1, batch_size=64, crop_pad=0, seed=3)
+    eager = fit(spec, base, tiny, device="cpu")
+    compiled = fit(spec, replace(base, compile=True, compile_mode="reduce-overhead"), tiny, device="cpu")
+    assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
+    torch.testing.assert_close(_params(compiled.model), _params(eager.model), rtol=1e-3, atol=1e-4)
+    with pytest.raises(RecipeError, match="compile_mode must be one of default, reduce-overhead"):
+        replace(base, compile=True, compile_mode="fast")
+    with pytest.raises(RecipeError, match="compile_mode applies only with compile = true"):
+        replace(base, compile_mode="reduce-overhead")
 
 
 def test_first_reach():

@@ -131,7 +131,7 @@ def fit(spec: PhaseSpec, recipe: Recipe, splits: Splits, *, device: str | torch.
     state = new_state(spec, recipe, len(batches), device, initial_weights if resume_from is None else None, train)
     if resume_from is not None:
         state.restore(resume_from)
-    forward = torch.compile(state.model) if recipe.compile else state.model
+    forward = torch.compile(state.model, mode=recipe.compile_mode) if recipe.compile else state.model
     augment = BatchAugment(recipe.augment_config(), splits.info.num_classes, splits.info.size,
                            n_images=len(train), seed=recipe.seed)
     stepper = make_stepper(state.model, forward, state.optim.optimizer, recipe.step_config(), device)

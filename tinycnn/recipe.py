@@ -22,7 +22,10 @@ from .objective import ConsistencyConfig, DistillConfig
 from .optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig
 from .stepper import AMP_MODES, StepConfig
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "Recipe", "apply_overrides", "load_recipe", "recipe_names"]
+# torch.compile's modes (the keys of torch._inductor.list_mode_options()).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+__all__ = ["AMP_MODES", "COMPILE_MODES", "OPTIMIZERS", "SCHEDULES", "Recipe", "apply_overrides", "load_recipe", "recipe_names"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class Recipe:
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
+    # torch.compile's mode: "reduce-overhead" records the step's kernels as CUDA graphs on a GPU,
+    # where a tiny net's step is launch-bound (one replay instead of hundreds of launches)
+    compile_mode: str = "default"
     eval_batch_size: int = 2000
     # --- data and reproducibility
     val_size: int = 5000
@@ -119,6 +125,8 @@ class Recipe:
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.lr_scale_batch >= 0, "lr_scale_batch must be >= 0 (0 disables the linear scaling rule)"),
             (self.aug_backend in BACKENDS, f"aug_backend must be one of {', '.join(BACKENDS)}"),
+            (self.compile_mode in COMPILE_MODES, f"compile_mode must be one of {', '.join(COMPILE_MODES)}"),
+            (self.compile or self.compile_mode == "default", "compile_mode applies only with compile = true"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.crop_pad >= 0 and self.cutout >= 0, "crop_pad and cutout must be >= 0 pixels (0 disables)"),
             (self.mixup_alpha >= 0 and self.cutmix_alpha >= 0, "mixup_alpha and cutmix_alpha must be >= 0 (0 disables)"),
