@@ -336,6 +336,7 @@ def test_cli_search_with_a_bad_space_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinycnn", "search", "mnist", "--budget", "1500", "--space", str(bad),
                         "--storage", str(tmp_path / "j.log")], capture_output=True, text=True)
     assert r.returncode == 2 and "bogus" in r.stderr and "Traceback" not in r.stderr
+    assert "[arch] key 'bogus'" in r.stderr  # the table's name is text, not rich markup swallowed
 
 
 def test_a_ram_budget_makes_candidates_infeasible_before_training(tmp_path, tiny_space, tiny_splits, monkeypatch):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .datasets import DATASETS
@@ -725,10 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except RunInterrupted as e:
-        err_console.print(str(e), highlight=False, soft_wrap=True)
+        err_console.print(escape(str(e)), highlight=False, soft_wrap=True)
         return 130
-    except TinyCNNError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    except TinyCNNError as e:  # escaped: a message naming "[arch]" or "[recipe]" is text, not rich markup
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
