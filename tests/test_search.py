@@ -420,3 +420,28 @@ def test_a_fixed_network_over_the_budget_is_infeasible_and_pareto_is_refused(tmp
     assert calls == []
     with pytest.raises(SearchError, match="fixes the network .* use --objective val"):
         _run(tmp_path, tiny_splits, space, objective="pareto", study_name="p", storage=tmp_path / "p.log")
+
+
+# --- [start]: the first trial at a known-good point ------------------------------------------
+
+def test_a_start_point_is_the_new_studys_first_trial_and_only_its_first(tmp_path, tiny_splits):
+    text = TINY_SPACE.replace("EPOCHS", "1") + '\n[start]\nlr = 0.1\ns1_kind = "dw"\n'
+    space = _space_file(tmp_path, text)
+    assert load_space(space, "mnist").start == {"lr": 0.1, "s1_kind": "dw"}
+    _run(tmp_path, tiny_splits, space, n_trials=2)
+    _run(tmp_path, tiny_splits, space, n_trials=1)  # continued: the start point is not queued again
+    trials = _trials(tmp_path / "s" / "journal.log")
+    assert trials[0].params["lr"] == 0.1 and trials[0].params["s1_kind"] == "dw" and trials[0].user_attrs["start"]
+    assert all(t.params["lr"] != 0.1 and "start" not in t.user_attrs for t in trials[1:])
+    assert len(trials) == 3
+
+
+@pytest.mark.parametrize("start,named", [
+    ("momentum = 0.9", r"\[start\] key 'momentum' is unknown; accepted keys \(the searched dimensions\): .*lr"),
+    ("lr = 0.5", r"\[start\] lr = 0.5 is not in the space; accepted: a number in \[0.05, 0.2\]"),
+    ('s1_kind = "ir"', r"\[start\] s1_kind = 'ir' is not in the space; accepted: 'sep', 'dw'"),
+])
+def test_a_start_point_outside_the_space_is_refused(tmp_path, start, named):
+    text = TINY_SPACE.replace("EPOCHS", "1") + f"\n[start]\n{start}\n"
+    with pytest.raises(SearchSpaceError, match=named):
+        load_space(_space_file(tmp_path, text), "mnist")

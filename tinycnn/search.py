@@ -566,6 +566,8 @@ def _prepare_study(job: SearchJob, log: Callable[[str], None]) -> optuna.Study:
     if not have:
         for key, value in {**want, "space": _portable(job.space.path)}.items():
             study.set_user_attr(key, value)
+        if job.space.start:  # the space's [start] point is the new study's first trial
+            study.enqueue_trial(job.space.start, user_attrs={"start": True})
     elif any(have.get(k) != v for k, v in want.items()):
         raise SearchError(f"study {job.study_name!r} ({job.where}) searches {have.get('dataset')} under "
                           f"{have.get('budget')} parameters (RAM budget {have.get('ram_budget')}) with objective "

@@ -133,7 +133,7 @@ ARCH_DEFAULTS = {"base_width": 8, "multiple": 1, "min_width": 1, "se_ratio": 0.2
                  "downsample": "max", "width_growth": 1.0,
                  "budget_fraction": Range(0.25, 1.0, log=True), "fixed": None}
 STAGE_DEFAULTS = {"blocks": 1, "kind": "sep", "kernel": 3, "expand": 4, "se": False, "residual": False}
-_TOP_KEYS = ("description", "arch", "recipe")
+_TOP_KEYS = ("description", "arch", "recipe", "start")
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ class SearchSpace:
     base_recipe: Recipe = field(compare=False, default=None)  # the base with the fixed values applied
     fixed_arch: str | None = None  # [arch] fixed: the one network of a recipe-only search
     fixed_phase: str | None = None  # ... and the ladder phase it names, if it named one
+    start: dict = field(default_factory=dict)  # [start]: the first trial's values (a known-good point)
 
     @property
     def max_stages(self) -> int:
@@ -185,12 +186,49 @@ def load_space(path: str | os.PathLike | None, dataset: str) -> SearchSpace:
     fixed = _fixed_network(arch_table, stage_table, dataset, path) if arch["fixed"] is not None else (None, None)
     base, recipe, base_recipe = _checked_recipe(_table(data, "recipe", f"{path}: [recipe]"), dataset, path)
     space = SearchSpace(str(path), arch, stage, base, recipe, base_recipe, *fixed)
+    space = replace(space, start=_checked_start(_table(data, "start", f"{path}: [start]"), space, path))
     if not any(isinstance(d, (Choice, Range)) for d in [*_searched_arch(space), *recipe.values()]):
         raise SearchSpaceError(f"{path} is an empty space: every key is fixed (or absent), so there is nothing "
                                f"to search; give at least one key a list of choices or a {{low, high}} range")
     if space.fixed_arch is None:
         _probe_layout(space, dataset)
     return space
+
+
+def searched_dimensions(space: SearchSpace) -> dict:
+    """Every name a trial may draw, with its dimension: recipe fields, arch keys, ``s<k>_<key>``."""
+    dims = {}
+    if space.fixed_arch is None:
+        dims.update({k: space.arch[k] for k in ("stages", "width_growth", "stem", "downsample")})
+        for s in range(1, space.max_stages + 1):
+            dims.update({f"s{s}_{key}": dim for key, dim in space.stage.items()})
+        dims["budget_fraction"] = space.arch["budget_fraction"]
+    dims.update(space.recipe)
+    return {k: d for k, d in dims.items() if isinstance(d, (Choice, Range))}
+
+
+def _checked_start(table: dict, space: SearchSpace, path: Path) -> dict:
+    """``[start]``: values for the study's first trial (Optuna's enqueue_trial), so a search
+    begins at a known-good point, e.g. the recipe a final trains with. Each key must be a
+    searched dimension and each value one it can draw."""
+    dims = searched_dimensions(space)
+    _refuse_unknown(table, dims, f"{path}: [start] key", "keys (the searched dimensions)")
+    for key, value in table.items():
+        dim = dims[key]
+        ok = (value in dim.values if isinstance(dim, Choice) else
+              _num(value) and dim.low <= value <= dim.high and (not dim.integer or _int(value)))
+        if not ok:
+            accepted = (", ".join(map(repr, dim.values)) if isinstance(dim, Choice)
+                        else f"a number in [{dim.low}, {dim.high}]")
+            raise SearchSpaceError(f"{path}: [start] {key} = {value!r} is not in the space; accepted: {accepted}")
+    return {k: _as_drawn(dims[k], v) for k, v in table.items()}
+
+
+def _as_drawn(dim, value):
+    """The value as the dimension draws it (a float choice 0 is 0.0), so Optuna matches it."""
+    if isinstance(dim, Choice):
+        return dim.values[dim.values.index(value)]
+    return value if dim.integer else float(value)
 
 
 def _searched_arch(space: SearchSpace) -> list:
@@ -492,15 +530,9 @@ def grid_space(space: SearchSpace, objective: str = "val") -> dict[str, list]:
     taking its ``grid`` values (its midpoint, geometric for log ranges, when it gives none).
     Per-stage keys appear once per stage. Keys a kind ignores (``s1_expand`` for sep) are in
     the grid too, so such points repeat a candidate; keep grid spaces small."""
-    a, dims = space.arch, {}
-    if space.fixed_arch is None:
-        for key in ("stages", "width_growth", "stem", "downsample"):
-            dims[key] = a[key]
-        for s in range(1, space.max_stages + 1):
-            dims.update({f"s{s}_{key}": dim for key, dim in space.stage.items()})
-    if objective != "val":
-        dims["budget_fraction"] = a["budget_fraction"]
-    dims.update(space.recipe)
+    dims = searched_dimensions(space)
+    if objective == "val":
+        dims.pop("budget_fraction", None)
     grid = {k: list(d.values) if isinstance(d, Choice) else d.grid_values()
             for k, d in dims.items() if isinstance(d, (Choice, Range))}
     points = math.prod(len(v) for v in grid.values())
