@@ -127,6 +127,17 @@ def test_importances_with_enough_trials(tmp_path, monkeypatch):
     assert note == "" or "only one parameter" in note
 
 
+def test_importances_that_cannot_tell_trials_apart_are_a_note_not_a_warning(recwarn):
+    study = optuna.create_study()
+    dist = {"lr": FloatDistribution(0.05, 0.2, log=True), "wd": FloatDistribution(1e-5, 1e-3, log=True)}
+    for i in range(4):  # every trial scores the same: no top quantile stands apart
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5, params={"lr": 0.05 + 0.01 * i, "wd": 1e-4},
+                                     distributions=dist))
+    values, note = importances(study)
+    assert "importances are all equal" in note
+    assert not [w for w in recwarn if "same set of trials" in str(w.message)]
+
+
 def test_missing_or_empty_studies_are_one_error(tmp_path, monkeypatch):
     with pytest.raises(SearchError, match="no study journal"):
         load_study("s", tmp_path / "nothing.log")

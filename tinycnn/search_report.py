@@ -34,6 +34,7 @@ workers the parent process polls the storage instead (`SearchProgress.observe`).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,13 +143,17 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
         return {}, (f"parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
                     f"this study has {len(done)}")
     try:
-        with quiet_optuna():
+        with quiet_optuna(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
             values = optuna.importance.get_param_importances(
                 study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
                 target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:
         return {}, f"parameter importances could not be computed: {e}"
     values = {k: float(v) for k, v in values.items() if not math.isnan(v)}
+    if any("select the same set of trials" in str(w.message) for w in caught):  # PED-ANOVA's own warning, as a note
+        return values, ("parameter importances are all equal: the best trials do not stand apart from the rest "
+                        "yet (PED-ANOVA's top and whole-study quantiles select the same trials)")
     if not values:
         return {}, "parameter importances: no parameter was drawn in every complete trial"
     if len(values) == 1:
