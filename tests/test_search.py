@@ -201,8 +201,12 @@ def test_an_impossible_budget_is_infeasible_and_never_trains(tmp_path, tiny_spac
 
 def test_a_search_trains_on_val_and_never_reads_the_test_split(tmp_path, tiny_space, tiny_splits):
     assert tiny_splits.test is None  # any read of it would fail
-    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=1)
+    lines = []
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=1, log=lines.append)
     (trial,) = study.trials
+    starts = [i for i, line in enumerate(lines) if line.startswith("trial 0 starts (")]
+    ends = [i for i, line in enumerate(lines) if line.startswith("trial 0 val ")]
+    assert starts and ends and starts[0] < ends[0] and trial.user_attrs["arch"] in lines[starts[0]]
     assert trial.state == TrialState.COMPLETE and 0.0 <= trial.value <= 1.0
     assert trial.user_attrs["params"] <= 1500 and trial.user_attrs["epochs_run"] == 1
 

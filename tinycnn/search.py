@@ -139,12 +139,17 @@ class SearchObjective:
     data_dir: str | None = None
     device: str = "auto"
     ram_budget: int | None = None
+    log: Callable[[str], None] | None = None  # a line as each trial starts (a trial can take half an hour)
 
     def __call__(self, trial) -> float | tuple[float, float]:
         mark_worker(trial)
         spec, recipe = suggest(trial, self.space, self.dataset, self.budget, self.objective, self.ram_budget)
         cost = phase_cost(spec, self.budget)
         trial.set_user_attr("macs", cost.macs)
+        if self.log:
+            a = trial.user_attrs
+            self.log(f"trial {trial.number} starts ({a['params']:,} params, {recipe.epochs} epochs): {a['arch']}; "
+                     f"{a['recipe_base']} {' '.join(a['overrides'])}")
         if self.splits is None:
             self.splits = search_splits(self.dataset, self.space.base_recipe, self.data_dir)
         if not len(self.splits.val):
@@ -473,7 +478,7 @@ def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker:
     study.sampler = make_sampler(job.sampler, job.space, job.objective,
                                  sampler_seed(job.seed, worker, len(study.get_trials(deepcopy=False))))
     objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
-                                job.device, job.ram_budget)
+                                job.device, job.ram_budget, log)
     study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
                    callbacks=[lambda s, t: log(describe_trial(t)), *callbacks])
 
