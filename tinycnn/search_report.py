@@ -304,7 +304,8 @@ def render_markdown(data: dict) -> str:
     if not data["best"]:
         lines.append("| — | no complete trial yet | | | | | |")
     if data["best"]:
-        lines += ["", "Retrain the best: `" + data["best"][0]["command"] + "`"]
+        lines += ["", f"Retrain the best as ordinary runs, seeds 0 1 2, test read once: `tinycnn search retrain "
+                  f"{data['study']}`; one run of it alone: `" + data["best"][0]["command"] + "`"]
     lines += ["", "## Figures", "", "![history](history.png)", "", "![pareto](pareto.png)", ""]
     if data["ladder_finals"]:
         lines.append(f"Squares: the ladder final `{data['ladder_finals'][0]['phase']}` (validation accuracy, "
