@@ -15,6 +15,8 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.trial import TrialState
 
+from pathlib import Path
+
 from tinycnn import search
 from tinycnn.budget import deployed_params
 from tinycnn.data import Split, Splits
@@ -50,6 +52,9 @@ crop_pad = 0
 channels_last = false
 lr = {low = 0.05, high = 0.2, log = true}
 """
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _space_file(tmp_path, text: str, name: str = "space.toml"):
@@ -96,6 +101,29 @@ def test_the_shipped_spaces_load():
         space = load_space(None, dataset)
         assert isinstance(space.stage["kind"], search.Choice)
         assert space.base_recipe.val_size > 0
+
+
+STUDY_BUDGETS = {"mnist-sep.toml": 700, "cifar10-40k.toml": 40_000}  # the budgets their studies run at
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "spaces").glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_space_loads_and_its_start_point_is_a_candidate(path):
+    """A study's committed space (and its [start]) must still load when the code moves on."""
+    from tinycnn.searchspace import suggest
+
+    dataset = "cifar10" if path.name.startswith("cifar10") else "mnist"
+    space = load_space(path, dataset)
+    study = optuna.create_study(direction="maximize")
+    if space.start:
+        study.enqueue_trial(dict(space.start))
+    trial = study.ask()
+    budget = STUDY_BUDGETS.get(path.name, 140_000 if dataset == "cifar10" else 1500)
+    try:
+        spec, _ = suggest(trial, space, dataset, budget)
+    except optuna.TrialPruned:
+        assert not space.start, f"{path.name}: its start point is infeasible at {budget:,}"
+        return
+    assert deployed_params(spec) <= budget
 
 
 BAD_SPACES = [
@@ -185,6 +213,29 @@ def test_a_candidate_always_fits_its_budget(dataset, budget, n):
         study.tell(trial, 0.0)
     assert feasible
 
+
+
+def test_a_conv_stage_gives_full_convs_with_se_and_residuals(tmp_path):
+    """`kind = "conv"` stages express the CIFAR-10 final's family (full 3x3 convs early)."""
+    from tinycnn.searchspace import unit_arch
+
+    space = load_space(_space_file(tmp_path, """
+[arch]
+base_width = 8
+stages = 2
+width_growth = 2.0
+[arch.stage]
+blocks = 2
+kind = "conv"
+se = true
+residual = true
+[recipe]
+base = "default"
+lr = [0.1, 0.2]
+"""), "cifar10")
+    trial = optuna.create_study().ask()
+    assert unit_arch(trial, space) == ("conv_k3_c8 conv_k3_c16 conv_k3_c16_se4_r max "
+                                       "conv_k3_c32 conv_k3_c32_se8_r gap")
 
 def test_an_impossible_budget_is_infeasible_and_never_trains(tmp_path, tiny_space, tiny_splits, monkeypatch):
     calls = []

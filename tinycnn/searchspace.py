@@ -6,7 +6,7 @@
 A space is ``experiments/spaces/<dataset>.toml``. ``[arch]`` describes a template, not a list
 of networks: a stem, then ``stages`` stages separated by one downsampling block (``max`` or
 ``blur``); stage *s* has unit width ``base_width * width_growth**s`` and its own draw of every
-``[arch.stage]`` key (``s1_kind``, ``s2_kind``, ...: blocks, kind among sep/dw/ir/fir/rep-pair/
+``[arch.stage]`` key (``s1_kind``, ``s2_kind``, ...: blocks, kind among conv/sep/dw/ir/fir/rep-pair/
 cnx, kernel, expansion, SE on its last block, ``_r`` residuals). ``[recipe]`` names a ``base``
 recipe and the fields searched. In both tables a scalar is fixed, a list is a categorical
 choice and ``{low, high[, log][, step][, grid]}`` is a range (recipe fields, and
@@ -56,10 +56,10 @@ class SearchSpaceError(TinyCNNError, ValueError):
     """A search-space TOML names an unknown key, an empty choice or a bad range."""
 
 
-KINDS = ("sep", "dw", "ir", "fir", "rep-pair", "cnx")
+KINDS = ("conv", "sep", "dw", "ir", "fir", "rep-pair", "cnx")
 _EXPANDS = ("ir", "fir", "cnx")
-_TAKES_SE = ("sep", "dw", "ir", "fir")
-_TAKES_R = ("sep", "dw")  # ir/fir add their input whenever shapes match, cnx always, rep* via identity BN
+_TAKES_SE = ("conv", "sep", "dw", "ir", "fir")
+_TAKES_R = ("conv", "sep", "dw")  # ir/fir add their input whenever shapes match, cnx always, rep* via identity BN
 WIDTH_STEP, MAX_WIDTH = 0.01, 64.0  # fit_width's grid: unit widths x0.01 .. x64
 GRID_LIMIT = 10_000  # grid points a `grid` sampler may enumerate
 _DATA_KEYS = ("val_size", "split_seed", "train_subset", "seed")  # fixed in a space, never searched
@@ -126,8 +126,8 @@ STAGE_RULES = {
     "kind": Rule(" or ".join(KINDS), lambda v: v in KINDS),
     "kernel": Rule("3, 5 or 7", lambda v: v in (3, 5, 7) and _int(v)),
     "expand": Rule("an integer 1..8 (ir/fir/cnx)", lambda v: _int(v) and 1 <= v <= 8),
-    "se": Rule("true or false (SE on the stage's last block; sep/dw/ir/fir)", lambda v: isinstance(v, bool)),
-    "residual": Rule("true or false (_r on sep/dw blocks whose shapes match)", lambda v: isinstance(v, bool)),
+    "se": Rule("true or false (SE on the stage's last block; conv/sep/dw/ir/fir)", lambda v: isinstance(v, bool)),
+    "residual": Rule("true or false (_r on conv/sep/dw blocks whose shapes match)", lambda v: isinstance(v, bool)),
 }
 ARCH_DEFAULTS = {"base_width": 8, "multiple": 1, "min_width": 1, "se_ratio": 0.25, "stages": 3, "stem": "conv",
                  "downsample": "max", "width_growth": 1.0,
@@ -427,7 +427,7 @@ def _stage(trial, space: SearchSpace, s: int, cin: int, width: int) -> list[str]
     for i in range(n):
         c_in = cin if i == 0 else width
         last = f"_se{bottleneck}" if se and i == n - 1 else ""
-        if kind in ("sep", "dw"):
+        if kind in ("conv", "sep", "dw"):
             blocks.append(f"{kind}_k{k}_c{width}{last}" + ("_r" if res and c_in == width else ""))
         elif kind in ("ir", "fir"):
             blocks.append(f"{kind}_k{k}_e{e}_c{width}{last}")
