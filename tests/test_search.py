@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
 from optuna.trial import TrialState
-
-from pathlib import Path
 
 from tinycnn import search
 from tinycnn.budget import deployed_params
@@ -32,6 +31,7 @@ from tinycnn.search import (
     run_search,
     suggest,
 )
+from tinycnn.searchspace import unit_arch
 
 # A cheap space: two stages of one 3x3 block at unit width 4; only lr and the kind are searched.
 TINY_SPACE = """
@@ -109,8 +109,6 @@ STUDY_BUDGETS = {"mnist-sep.toml": 700, "cifar10-40k.toml": 40_000}  # the budge
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "spaces").glob("*.toml")), ids=lambda p: p.name)
 def test_every_committed_space_loads_and_its_start_point_is_a_candidate(path):
     """A study's committed space (and its [start]) must still load when the code moves on."""
-    from tinycnn.searchspace import suggest
-
     dataset = "cifar10" if path.name.startswith("cifar10") else "mnist"
     space = load_space(path, dataset)
     study = optuna.create_study(direction="maximize")
@@ -214,11 +212,8 @@ def test_a_candidate_always_fits_its_budget(dataset, budget, n):
     assert feasible
 
 
-
 def test_a_conv_stage_gives_full_convs_with_se_and_residuals(tmp_path):
     """`kind = "conv"` stages express the CIFAR-10 final's family (full 3x3 convs early)."""
-    from tinycnn.searchspace import unit_arch
-
     space = load_space(_space_file(tmp_path, """
 [arch]
 base_width = 8
@@ -236,6 +231,7 @@ lr = [0.1, 0.2]
     trial = optuna.create_study().ask()
     assert unit_arch(trial, space) == ("conv_k3_c8 conv_k3_c16 conv_k3_c16_se4_r max "
                                        "conv_k3_c32 conv_k3_c32_se8_r gap")
+
 
 def test_an_impossible_budget_is_infeasible_and_never_trains(tmp_path, tiny_space, tiny_splits, monkeypatch):
     calls = []
