@@ -12,6 +12,7 @@ from tinycnn.data import Split, Splits
 from tinycnn.datasets import dataset_info
 from tinycnn.engine import new_state
 from tinycnn.errors import RecipeError
+from tinycnn.evaluate import fraction_correct
 from tinycnn.ladders import final_phase
 from tinycnn.model_array import (
     ArrayAugment,
@@ -170,7 +171,7 @@ def test_unstacked_copy_loads_into_build_and_matches_the_array_in_eval():
         model.eval()
         with torch.no_grad():
             torch.testing.assert_close(model(val.x.float() / 255), logits[i], atol=1e-5, rtol=0)
-    assert array.accuracy(val) == [(logits[i].argmax(1) == val.y).float().mean().item() for i in range(3)]
+    assert array.accuracy(val) == [fraction_correct(logits[i].argmax(1), val.y) for i in range(3)]
 
 
 def test_init_is_the_engines_with_dirac_and_whitening():

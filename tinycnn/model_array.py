@@ -172,9 +172,9 @@ class ModelArray:
         return torch.cat(out, dim=1)
 
     def accuracy(self, split: Split, batch_size: int = 2000) -> list[float]:
-        """Each copy's accuracy on ``split``."""
+        """Each copy's accuracy on ``split`` (exact counts over the split, as `evaluate.accuracy`)."""
         pred = self.predict(split.x, batch_size).argmax(-1)
-        return (pred == split.y.to(pred.device)).float().mean(1).tolist()
+        return [c / len(split.y) for c in (pred == split.y.to(pred.device)).sum(1).tolist()]
 
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Copy i as a state dict of ``build(spec)``, in its order (BatchNorm statistics included)."""

@@ -20,7 +20,7 @@ from .corruptions import FAMILIES, SEVERITIES
 from .data import Split
 from .datasets import dataset_info
 from .errors import SpecError
-from .evaluate import predict_logits
+from .evaluate import fraction_correct, predict_logits
 
 
 def _generator(seed: int, name: str, severity: int, device: torch.device) -> torch.Generator:
@@ -106,7 +106,7 @@ def robustness(model: nn.Module, dataset: str, split: Split, seed: int = 0, batc
         if nhwc:
             model.to(memory_format=torch.channels_last)
         pred = predict_logits(model, split.x, eval_batch, channels_last=nhwc).argmax(1).cpu()
-        clean = (pred == split.y.cpu()).float().mean().item()
+        clean = fraction_correct(pred, split.y)
         rows = _per_corruption(model, info.name, split, clean, seed, batch, nhwc, eval_batch)
     finally:
         if nhwc:
