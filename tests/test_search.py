@@ -103,7 +103,7 @@ def test_the_shipped_spaces_load():
         assert space.base_recipe.val_size > 0
 
 
-STUDY_BUDGETS = {"mnist-sep.toml": 700, "cifar10-40k.toml": 40_000}  # the budgets their studies run at
+STUDY_BUDGETS = {"mnist-sep.toml": 700, "mnist-1000.toml": 1000, "cifar10-40k.toml": 40_000}  # the budgets their studies run at
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "spaces").glob("*.toml")), ids=lambda p: p.name)
