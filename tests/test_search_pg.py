@@ -201,7 +201,10 @@ from tinycnn.data import Split, Splits
 from tinycnn.datasets import dataset_info
 
 search.HEARTBEAT_INTERVAL_S, search.GRACE_PERIOD_S = 1, 2
-search.fit_only = lambda *a, **k: time.sleep(600)  # a trial that hangs until it is killed
+def hang(*a, **k):  # a trial that has sampled all its parameters says so, and hangs until it is killed
+    open(sys.argv[3], "w").close()
+    time.sleep(600)
+search.fit_only = hang
 x, y = torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64)
 search.run_search("mnist", 1500, space_path=sys.argv[1], study_name="s", storage=sys.argv[2], n_trials=1,
                   sampler="random", pruner="none", splits=Splits(dataset_info("mnist"), Split(x, y), Split(x, y), None))
@@ -230,10 +233,11 @@ def test_a_killed_workers_trial_is_failed_and_queued_again_by_its_heartbeat(pg_u
     monkeypatch.setattr(search, "HEARTBEAT_INTERVAL_S", 1)
     monkeypatch.setattr(search, "GRACE_PERIOD_S", 2)
     _run(pg_url, tiny_splits, tiny_space, n_trials=0)  # the study exists before the worker polls it
-    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(tiny_space), pg_url])
+    fitting = tiny_space.parent / "fitting"  # killed in fit, not while it still samples its parameters
+    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(tiny_space), pg_url, str(fitting)])
     try:
         deadline = time.monotonic() + 120
-        while not _beating(pg_url):
+        while not (fitting.exists() and _beating(pg_url)):
             assert worker.poll() is None and time.monotonic() < deadline, "the worker never started its trial"
             time.sleep(0.5)
     finally:
