@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from tinycnn import search
 from tinycnn.budget import deployed_params
+from tinycnn.cli import duration_seconds, main
 from tinycnn.data import Split, Splits
 from tinycnn.recipe import apply_overrides, load_recipe
 from tinycnn.search import (
@@ -298,6 +299,31 @@ def test_the_same_command_continues_a_study(tmp_path, tiny_space, tiny_splits, m
         _run(tmp_path, tiny_splits, tiny_space, budget=1000, **kwargs)
 
 
+def test_a_timeout_stops_starting_trials_and_keeps_the_one_it_ran(tmp_path, tiny_space, tiny_splits):
+    """A sitting with an end time: once the timeout has passed no trial starts, the running one
+    completes (Optuna checks after each trial), and the same command without it continues."""
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=4, timeout_s=1e-3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    study = _run(tmp_path, tiny_splits, tiny_space, n_trials=2)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    with pytest.raises(SearchError, match="positive number of seconds"):
+        _run(tmp_path, tiny_splits, tiny_space, n_trials=1, timeout_s=0)
+
+
+@pytest.mark.parametrize("text,seconds", [("5400", 5400), ("90m", 5400), ("1.5h", 5400), ("45s", 45)])
+def test_timeout_durations_parse(text, seconds):
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5m", "0", "2d", "infh"])
+def test_a_bad_timeout_is_one_clear_error_naming_the_accepted_forms(text, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["search", "mnist", "--budget", "1500", f"--timeout={text}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a duration" in err and "90m" in err and "Traceback" not in err
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -409,7 +435,32 @@ def test_a_continued_study_does_not_replay_its_first_candidates(tmp_path, tiny_s
     trials = _trials(tmp_path / "s" / "journal.log")
     assert len(trials) == 4
     assert [t.params for t in trials[:2]] != [t.params for t in trials[2:]]
-    assert search.sampler_seed(0, 1, 4) != search.sampler_seed(0, 1, 0) and search.sampler_seed(None, 0, 3) is None
+
+
+def test_workers_started_apart_with_one_seed_never_draw_the_same_candidates(tmp_path, tiny_space):
+    """Study S4's bug: two commands with --seed 0 that found the same number of stored trials
+    seeded their samplers alike and trained every candidate twice. Trial numbers keep them apart,
+    and a fresh study with the same seed still draws the same candidates (reproducible)."""
+    space = load_space(tiny_space, "mnist")
+
+    def draw(study, n):
+        for _ in range(n):
+            trial = study.ask()
+            study.tell(trial, trial.suggest_float("lr", 0.01, 1.0, log=True))
+
+    def workers(folder, n):
+        storage = search.journal_storage(folder / "journal.log")
+        return [optuna.create_study(storage=storage, study_name="s", load_if_exists=True, direction="maximize",
+                                    sampler=search.make_sampler("tpe", space, seed=0)) for _ in range(n)]
+
+    one, two = workers(tmp_path / "a", 2)
+    for _ in range(3):
+        draw(one, 1), draw(two, 1)
+    drawn = [t.params["lr"] for t in one.trials]
+    assert len(drawn) == 6 and len(set(drawn)) == 6
+    (again,) = workers(tmp_path / "b", 1)
+    draw(again, 6)
+    assert [t.params["lr"] for t in again.trials] == drawn
 
 
 # --- a recipe-only space: [arch] fixed ------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def _ram_budget_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ram-budget", type=int, default=None, metavar="BYTES",
                    help="activation RAM of the target chip: the planned int8 arena of one forward pass "
                         "(computed from the spec, no training) must fit it")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(text: str) -> float:
+    """``--timeout`` values: seconds, or a number with s, m or h (``5400``, ``90m``, ``1.5h``)."""
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(value) * DURATION_UNITS[unit]
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; accepted: a positive number of seconds, "
+                                         f"or with s, m or h (5400, 90m, 1.5h)")
+    return seconds
 
 
 def cmd_phases(args: argparse.Namespace) -> int:
@@ -337,6 +354,9 @@ def _add_search_command(sub) -> None:
     p.add_argument("--space", default=None, help="search space TOML (default: experiments/spaces/<dataset>.toml)")
     p.add_argument("--study", default=None, help="study name; the same name continues it (default: <dataset>-<budget>)")
     p.add_argument("--trials", type=int, default=10, help="trials to add (default 10)")
+    p.add_argument("--timeout", type=duration_seconds, default=None, metavar="DURATION",
+                   help="start no trial after this long (5400, 90m, 1.5h): the running one finishes and is kept, "
+                        "so a sitting with an end time stops by itself; the same command continues it")
     p.add_argument("--sampler", default="tpe", help="tpe, random, grid or nsga2 (default tpe)")
     p.add_argument("--pruner", default=None, help="median, halving, hyperband or none (default median)")
     p.add_argument("--objective", default="val", help="val, pareto (val vs params) or pareto-macs (default val)")
@@ -443,7 +463,7 @@ def _run_search_live(args: argparse.Namespace):
         return run_search(args.dataset, args.budget, args.space, args.study, args.trials, args.sampler, args.pruner,
                           args.objective, args.workers, args.storage, args.data_dir, log=console.print,
                           device=args.device, seed=args.seed, ram_budget=args.ram_budget, callbacks=callbacks,
-                          poll=poll)
+                          poll=poll, timeout_s=args.timeout)
 
     if not console.is_terminal:
         return search()

@@ -72,6 +72,7 @@ from .searchspace import (
     suggest,
     unit_arch,
 )
+from .trialseed import TrialSeededSampler
 
 __all__ = ["GRID_LIMIT", "KINDS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Choice", "Range", "SearchError",
            "SearchObjective", "SearchSpace", "SearchSpaceError", "best_first", "best_table", "fail_dead_trials",
@@ -165,18 +166,19 @@ class SearchObjective:
 # --- samplers and pruners -------------------------------------------------------------------
 
 def make_sampler(name, space: SearchSpace, objective: str = "val", seed: int | None = None):
-    """tpe (default), random, grid (`grid_space`) or nsga2; a sampler object passes through."""
+    """tpe (default), random, grid (`grid_space`) or nsga2; a sampler object passes through.
+    With a seed, tpe, random and nsga2 draw each trial from (seed, trial number) (`trialseed`),
+    so workers never replay each other's draws; grid keeps one seed: its shuffled order of
+    points must be the same in every worker (trials record their point by index into it)."""
     if not isinstance(name, str):
         return name
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    if name not in SAMPLERS:
+        raise SearchError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(space, objective), seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    raise SearchError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}")
+    make = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "nsga2": optuna.samplers.NSGAIISampler}[name]
+    return make() if seed is None else TrialSeededSampler(lambda s: make(seed=s), seed)
 
 
 def make_pruner(name, space: SearchSpace, objective: str = "val"):
@@ -440,6 +442,7 @@ class SearchJob:
     device: str = "auto"
     seed: int | None = None
     ram_budget: int | None = None  # bytes of planned int8 activation arena every candidate must fit
+    timeout_s: float | None = None  # no trial starts after this many seconds of a worker (Optuna's timeout)
 
     @property
     def directions(self) -> list[str]:
@@ -470,23 +473,15 @@ def _open_study(job: SearchJob, sampler=None, pruner=None) -> optuna.Study:
                                directions=job.directions, sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
-def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], worker: int = 0,
-              callbacks: tuple = ()) -> None:
-    """One worker: its own sampler (seeded apart from the others') on the shared study;
+def _optimize(job: SearchJob, n_trials: int, log: Callable[[str], None], callbacks: tuple = ()) -> None:
+    """One worker: its own sampler (each trial seeded by its number) on the shared study;
     ``callbacks`` (Optuna's ``callback(study, trial)``) run after each of its trials."""
     study = _open_study(job, None, make_pruner(job.pruner, job.space, job.objective))
-    study.sampler = make_sampler(job.sampler, job.space, job.objective,
-                                 sampler_seed(job.seed, worker, len(study.get_trials(deepcopy=False))))
+    study.sampler = make_sampler(job.sampler, job.space, job.objective, job.seed)
     objective = SearchObjective(job.dataset, job.budget, job.space, job.objective, job.splits, job.data_dir,
                                 job.device, job.ram_budget, log)
-    study.optimize(objective, n_trials=n_trials, catch=(TrainingDiverged,),
+    study.optimize(objective, n_trials=n_trials, timeout=job.timeout_s, catch=(TrainingDiverged,),
                    callbacks=[lambda s, t: log(describe_trial(t)), *callbacks])
-
-
-def sampler_seed(seed: int | None, worker: int, stored_trials: int) -> int | None:
-    """Each worker's sampler seed, moved on by the trials already stored: a study continued
-    with the same ``--seed`` must not replay its first random candidates (TPE starts random)."""
-    return None if seed is None else seed + worker + 1000 * stored_trials
 
 
 def _worker(job: SearchJob, n_trials: int, worker: int) -> None:
@@ -495,7 +490,7 @@ def _worker(job: SearchJob, n_trials: int, worker: int) -> None:
 
     torch.set_num_threads(1)
     with quiet_optuna():
-        _optimize(job, n_trials, lambda line: print(f"[worker {worker}] {line}", flush=True), worker)
+        _optimize(job, n_trials, lambda line: print(f"[worker {worker}] {line}", flush=True))
 
 
 @contextlib.contextmanager
@@ -595,8 +590,12 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
                sampler="tpe", pruner=None, objective: str = "val", workers: int = 1, storage=None,
                data_dir=None, splits: Splits | None = None, log: Callable[[str], None] = print,
                device: str = "auto", seed: int | None = None, ram_budget: int | None = None,
-               callbacks: tuple = (), poll: Callable[[list[FrozenTrial]], None] | None = None) -> optuna.Study:
+               callbacks: tuple = (), poll: Callable[[list[FrozenTrial]], None] | None = None,
+               timeout_s: float | None = None) -> optuna.Study:
     """Run ``n_trials`` more trials of a study (created, or continued from its storage).
+
+    ``timeout_s``: no new trial starts once a worker has run this long (a running one finishes
+    and is kept), so a sitting with an end time stops by itself instead of being killed mid-trial.
 
     ``storage``: a journal file (default ``experiments/search/<study>/journal.log``) or a
     ``postgresql://`` URL shared by workers on many machines. ``workers`` > 1 spawns that many
@@ -613,6 +612,8 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
         raise SearchError(f"unknown objective {objective!r}; accepted: {', '.join(OBJECTIVES)}")
     if not (isinstance(workers, int) and workers >= 1 and isinstance(n_trials, int) and n_trials >= 0):
         raise SearchError(f"need workers >= 1 and n_trials >= 0, got workers={workers}, n_trials={n_trials}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise SearchError(f"the timeout must be a positive number of seconds, got {timeout_s!r}")
     space = load_space(space_path, dataset)
     if space.fixed_arch is not None and objective != "val":
         raise SearchError(f"{space.path} fixes the network ([arch] fixed), whose one parameter count leaves "
@@ -620,7 +621,7 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
     _require_val(space, splits)
     name = study_name or default_study_name(dataset, budget, objective)
     job = SearchJob(dataset, budget, space, name, storage_location(name, storage), sampler, pruner, objective,
-                    None if data_dir is None else str(data_dir), splits, device, seed, ram_budget)
+                    None if data_dir is None else str(data_dir), splits, device, seed, ram_budget, timeout_s)
     with quiet_optuna(), _database_errors(job):
         make_sampler(sampler, space, objective)  # refuse a bad sampler or pruner before any trial
         make_pruner(pruner, space, objective)
