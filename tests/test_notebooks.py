@@ -7,15 +7,30 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # Every notebook's figure cells must show their figures.
-SHOWS_FIGURES = {"01_phases.ipynb", "02_training_tricks.ipynb", "03_results.ipynb"}
+SHOWS_FIGURES = {"01_phases.ipynb", "02_training_tricks.ipynb", "03_results.ipynb", "04_search.ipynb",
+                 "05_deploy.ipynb"}
 
 
 def test_notebooks_exist_and_are_committed_clean():
-    assert [p.name for p in NOTEBOOKS] == ["01_phases.ipynb", "02_training_tricks.ipynb", "03_results.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01_phases.ipynb", "02_training_tricks.ipynb", "03_results.ipynb",
+                                          "04_search.ipynb", "05_deploy.ipynb"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} has outputs"
         assert "/work/" not in path.read_text() and "/home/" not in path.read_text()
+
+
+def test_committed_notebooks_are_what_make_notebooks_writes():
+    """The cells live in make_notebooks.py; a notebook edited by hand (or not regenerated) fails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS[0].parent / "make_notebooks.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    assert sorted(make.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        cells = lambda nb: [(c.id, c.cell_type, c.source) for c in nb.cells]
+        assert cells(nbformat.read(path, as_version=4)) == cells(make.build(path.name)), f"{path.name}: regenerate it"
 
 
 @pytest.mark.slow
