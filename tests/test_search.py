@@ -524,6 +524,29 @@ def test_a_fixed_network_over_the_budget_is_infeasible_and_pareto_is_refused(tmp
         _run(tmp_path, tiny_splits, space, objective="pareto", study_name="p", storage=tmp_path / "p.log")
 
 
+def test_a_candidate_drawn_again_repeats_its_first_result_without_training(tmp_path, tiny_splits, monkeypatch):
+    """Two lrs to draw from and six trials: most are twins, which cost nothing (training is
+    seeded, so a twin would score the same); the report lists each candidate once."""
+    from types import SimpleNamespace
+
+    space = _space_file(tmp_path, FIXED_SPACE.replace("FIXED", "final").replace(
+        "lr = {low = 0.05, high = 0.2, log = true}", "lr = [0.05, 0.1]"))
+    calls = []
+
+    def fit(spec, recipe, *a, **k):
+        calls.append(recipe.lr)
+        return SimpleNamespace(val_accuracy=recipe.lr * 5, history=[{}])
+
+    monkeypatch.setattr(search, "fit_only", fit)
+    study = _run(tmp_path, tiny_splits, space, n_trials=6)
+    trials = study.trials
+    assert sorted(calls) == [0.05, 0.1] and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.value == t.params["lr"] * 5 for t in trials)
+    twins = [t for t in trials if "twin_of" in t.user_attrs]
+    assert len(twins) == 4 and all(trials[t.user_attrs["twin_of"]].params == t.params for t in twins)
+    assert sorted(r["trial"] for r in best_table(study)) == sorted(t.number for t in trials if t not in twins)
+
+
 # --- [start]: the first trial at a known-good point ------------------------------------------
 
 def test_a_start_point_is_the_new_studys_first_trial_and_only_its_first(tmp_path, tiny_splits):

@@ -147,6 +147,9 @@ class SearchObjective:
         spec, recipe = suggest(trial, self.space, self.dataset, self.budget, self.objective, self.ram_budget)
         cost = phase_cost(spec, self.budget)
         trial.set_user_attr("macs", cost.macs)
+        twin = earlier_twin(trial)
+        if twin is not None:
+            return self._as_twin(trial, twin)
         if self.log:
             a = trial.user_attrs
             self.log(f"trial {trial.number} starts ({a['params']:,} params, {recipe.epochs} epochs): {a['arch']}; "
@@ -161,6 +164,26 @@ class SearchObjective:
         if self.objective == "val":
             return result.val_accuracy
         return result.val_accuracy, float(cost.params if self.objective == "pareto" else cost.macs)
+
+    def _as_twin(self, trial, twin: FrozenTrial) -> float | tuple[float, ...]:
+        """A candidate drawn before (training is seeded, so it would score the same): its
+        result again, at no cost; a pruned twin is pruned again."""
+        trial.set_user_attr("twin_of", twin.number)
+        trial.set_user_attr("epochs_run", twin.user_attrs.get("epochs_run", 0))
+        if self.log:
+            self.log(f"trial {trial.number} is trial {twin.number}'s candidate again: its result, not trained")
+        if twin.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(f"the same candidate as trial {twin.number}, which was pruned")
+        return twin.values[0] if self.objective == "val" else tuple(twin.values)
+
+
+def earlier_twin(trial) -> FrozenTrial | None:
+    """The first finished (complete or pruned) trial that drew exactly this candidate, if any.
+    Samplers repeat themselves on small categorical spaces, and workers once did (S4)."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != trial.number and t.params == trial.params and not t.user_attrs.get("infeasible"):
+            return t
+    return None
 
 
 # --- samplers and pruners -------------------------------------------------------------------
@@ -729,6 +752,11 @@ def best_table(study: optuna.Study, top: int = 10) -> list[dict]:
     """The best complete trials (`best_first`; the Pareto front, by size, for two objectives),
     each with its arch string, recipe overrides and the `tinycnn train` command that retrains it."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    firsts = {}
+    for t in done:  # one row per candidate: a twin (drawn again) repeats its first trial's result
+        a = t.user_attrs
+        firsts.setdefault(repr((sorted(t.params.items()), a.get("arch"), a.get("params"), a.get("overrides"))), t)
+    done = list(firsts.values())
     if len(study.directions) == 1:
         chosen = sorted(done, key=best_first)[:top]
     else:

@@ -151,6 +151,8 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:
         return {}, f"parameter importances could not be computed: {e}"
     values = {k: float(v) for k, v in values.items() if not math.isnan(v)}
+    # largest first, ties by name: Optuna's order of equal values varies, and the report is committed
+    values = dict(sorted(values.items(), key=lambda kv: (-round(kv[1], 3), kv[0])))
     if any("select the same set of trials" in str(w.message) for w in caught):  # PED-ANOVA's own warning, as a note
         return values, ("parameter importances are all equal: the best trials do not stand apart from the rest "
                         "yet (PED-ANOVA's top and whole-study quantiles select the same trials)")
