@@ -11,7 +11,7 @@ LAYERS = [
     ("models", {"build", "budget", "ladders", "deploy", "memory", "prune", "arena"}),
     ("ingredients", {"data", "batches", "augment", "augmix", "optim", "objective", "averaging", "stepper", "recipe", "corruptions", "init"}),
     ("engine", {"engine", "model_array", "callbacks", "checkpoint", "evaluate"}),
-    ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "search_retrain", "robust"}),
+    ("runs", {"results", "pipeline", "studies", "export", "cgen", "cwriter", "search", "searchspace", "search_retrain", "robust", "trialseed"}),
     ("views", {"report", "figures", "readme", "phases_table", "search_report", "robust_report", "speed_report"}),
     ("door", {"cli", "__main__"}),
 ]
