@@ -177,11 +177,19 @@ class SearchObjective:
         return twin.values[0] if self.objective == "val" else tuple(twin.values)
 
 
+def candidate_key(trial) -> str:
+    """What makes two trials the same candidate: the drawn params and the network and recipe
+    they gave (`suggest`'s user attributes), for a live trial or a stored one alike."""
+    a = trial.user_attrs
+    return repr((sorted(trial.params.items()), a.get("arch"), a.get("params"), a.get("overrides")))
+
+
 def earlier_twin(trial) -> FrozenTrial | None:
     """The first finished (complete or pruned) trial that drew exactly this candidate, if any.
     Samplers repeat themselves on small categorical spaces, and workers once did (S4)."""
+    key = candidate_key(trial)
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.number != trial.number and t.params == trial.params and not t.user_attrs.get("infeasible"):
+        if t.number != trial.number and candidate_key(t) == key and not t.user_attrs.get("infeasible"):
             return t
     return None
 
@@ -754,8 +762,7 @@ def best_table(study: optuna.Study, top: int = 10) -> list[dict]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     firsts = {}
     for t in done:  # one row per candidate: a twin (drawn again) repeats its first trial's result
-        a = t.user_attrs
-        firsts.setdefault(repr((sorted(t.params.items()), a.get("arch"), a.get("params"), a.get("overrides"))), t)
+        firsts.setdefault(candidate_key(t), t)
     done = list(firsts.values())
     if len(study.directions) == 1:
         chosen = sorted(done, key=best_first)[:top]
