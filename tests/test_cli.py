@@ -20,6 +20,23 @@ def test_phases_table_and_json():
     assert rows[-1]["within_budget"] and rows[-1]["params"] <= 140_000
 
 
+@pytest.mark.parametrize("columns", [80, 160])
+def test_phases_table_keeps_every_number_whole_in_any_terminal(columns):
+    """At 80 columns rich used to squeeze the "change" column to nothing and cut numbers to "26,0…"."""
+    import os
+    env = {**os.environ, "COLUMNS": str(columns)}
+    r = subprocess.run([sys.executable, "-m", "tinycnn.cli", "phases", "cifar10", "--ram-budget", "50000"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "…" not in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= columns
+    rows = json.loads(run("phases", "cifar10", "--json").stdout)
+    for row in rows:
+        for number in (f"{row['params']:,}", f"{row['macs']:,}", f"{row['int8_weight_bytes']:,} B"):
+            assert number in r.stdout, (row["phase"], number)
+    words = " ".join(r.stdout.replace("│", " ").split())
+    assert "every conv after the stem becomes depthwise-separable" in words
+
+
 def test_python_dash_m_runs_the_cli_and_records_a_retypeable_command():
     r = subprocess.run([sys.executable, "-m", "tinycnn", "phases", "cifar10", "--json"],
                        capture_output=True, text=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich import box
 from rich.table import Table
 
 from .datasets import DATASETS
@@ -55,25 +56,46 @@ def duration_seconds(text: str) -> float:
     return seconds
 
 
+# Under this many terminal columns the ladder table leaves out its "change" column (listed below it):
+# squeezed beside seven number columns it collapses to nothing and rich truncates the numbers.
+WIDE_TABLE_COLUMNS = 130
+
+
+def _ladder_table(rows: list[dict], title: str, with_change: bool) -> Table:
+    from .phases_table import budget_status
+
+    table = Table(title=title, pad_edge=with_change, box=box.HEAVY_HEAD if with_change else box.SIMPLE_HEAD)
+    weights, peak = ("int8 weights", "peak RAM") if with_change else ("int8\nweights", "peak\nRAM")
+    cells = [[r["phase"], *([r["change"]] if with_change else []), f"{r['params']:,}", f"{r['macs']:,}",
+              f"{r['int8_weight_bytes']:,} B", f"{r['peak_ram_bytes']:,} B", f"{r['arena_bytes']:,} B",
+              "[green]fits[/]" if r["within_budget"] else f"[red]{budget_status(r)}[/]"] for r in rows]
+    names = ["phase", *(["change"] if with_change else []), "params", "MACs", weights, peak, "arena", "budget"]
+    for i, name in enumerate(names):
+        if name in ("change", "budget"):  # the text columns wrap; the numbers keep their full width
+            table.add_column(name, ratio=1 if name == "change" else None)
+        else:
+            widest = max(len(row[i]) for row in cells)
+            table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True, min_width=widest,
+                             style="bold" if i == 0 else None)
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
 def cmd_phases(args: argparse.Namespace) -> int:
-    from .phases_table import budget_status, phase_rows
+    from .phases_table import phase_rows
 
     rows = phase_rows(args.dataset, args.budget, ram_budget=args.ram_budget)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     ram = f", {args.ram_budget:,} B of RAM" if args.ram_budget is not None else ""
-    table = Table(title=f"{args.dataset} ladder (budget {rows[0]['budget']:,} parameters{ram})")
-    number = {"justify": "right", "no_wrap": True}
-    for col, kw in (("phase", {"style": "bold", "no_wrap": True}), ("change", {"ratio": 1}), ("params", number),
-                    ("MACs", number), ("int8 weights", number), ("peak RAM", number), ("arena", number),
-                    ("budget", {"no_wrap": True})):
-        table.add_column(col, **kw)
-    for r in rows:
-        status = "[green]fits[/]" if r["within_budget"] else f"[red]{budget_status(r)}[/]"
-        table.add_row(r["phase"], r["change"], f"{r['params']:,}", f"{r['macs']:,}",
-                      f"{r['int8_weight_bytes']:,} B", f"{r['peak_ram_bytes']:,} B", f"{r['arena_bytes']:,} B", status)
-    console.print(table)
+    title = f"{args.dataset} ladder (budget {rows[0]['budget']:,} parameters{ram})"
+    narrow = console.width < WIDE_TABLE_COLUMNS
+    console.print(_ladder_table(rows, title, with_change=not narrow))
+    if narrow:  # the descriptions go under the table, where they can wrap, instead of squeezing the numbers
+        for r in rows:
+            console.print(f"[bold]{r['phase']}[/]: {r['change']}")
     if args.arch:
         for r in rows:
             console.print(f"[bold]{r['phase']}[/]: {r['arch']}")
