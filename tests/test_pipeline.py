@@ -131,6 +131,22 @@ def test_bench_markdown_renders_every_measurement(tmp_path):
     assert "| mnist | 1,400 | 700 |" in md
 
 
+def test_compile_markdown_gives_every_configuration_its_ratio_to_eager(tmp_path):
+    from tinycnn.report import compile_markdown
+
+    assert "Not measured yet (`python experiments/bench_compile.py`)" in compile_markdown(tmp_path)
+    configs = {"eager, NCHW": {"first_epoch_s": 2.0, "images_per_s": 1000.0, "wall_s": 6.0},
+               "compiled, channels_last": {"first_epoch_s": 61.5, "images_per_s": 1500.0, "wall_s": 70.0}}
+    (tmp_path / "compile-cpu-1thread.json").write_text(json.dumps({
+        "device": "cpu (x86_64, 1 thread)", "torch": "2.14.1", "threads": 1, "images_per_epoch": 4096, "epochs": 3,
+        "datasets": {"mnist": {"phase": "sam", "recipe": "sam", "batch_size": 64, "sam_rho": 0.05,
+                               "configurations": configs,
+                               "speedup_over_eager_nchw": {"eager, NCHW": 1.0, "compiled, channels_last": 1.5}}}}))
+    md = compile_markdown(tmp_path)
+    assert "| mnist `sam` (`sam`, 64) | eager, NCHW | 1,000 | 1.00x | 2.0 |" in md
+    assert "| mnist `sam` (`sam`, 64) | compiled, channels_last | 1,500 | 1.50x | 61.5 |" in md
+
+
 def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
     from tinycnn.report import candidates_markdown
 

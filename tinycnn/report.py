@@ -28,6 +28,7 @@ from .results import (
 from .robust_report import robust_markdown, robust_records
 from .speed_report import (
     bench_markdown,
+    compile_markdown,
     engine_vs_loop_markdown,
     latency_markdown,
     time_to_accuracy_markdown,
@@ -225,6 +226,7 @@ def readme_results_sections() -> dict:
     sections["bench"] = bench_markdown
     sections["engine-vs-loop"] = engine_vs_loop_markdown
     sections["latency"] = latency_markdown
+    sections["compile"] = compile_markdown
     sections["time-to-accuracy"] = time_to_accuracy_markdown
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)

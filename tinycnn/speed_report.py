@@ -78,6 +78,24 @@ def _bench(name: str, b: dict) -> list[str]:
     return out + [""] + _table_of_dicts("final phase", b["final_train"]) + [""]
 
 
+def compile_markdown(root: Path | None = None) -> str:
+    """Eager against torch.compile on each final's own recipe (experiments/bench_compile.py)."""
+    return per_benchmark_file("compile-", "bench_compile.py", _compile, root)
+
+
+def _compile(name: str, b: dict) -> list[str]:
+    out = [f"`{name}` — {b['device']}, torch {b['torch']}, {b['epochs']} epochs "
+           f"of {b['images_per_epoch']:,} images per configuration (steady speed: the best epoch after the first):",
+           "", "| final (recipe, batch) | configuration | training img/s | vs eager NCHW | first epoch s "
+           "(compiles) |", "|---|---|---:|---:|---:|"]
+    for ds, r in b["datasets"].items():
+        for config, c in r["configurations"].items():
+            out.append(f"| {ds} `{r['phase']}` (`{r['recipe']}`, {r['batch_size']}) | {config} | "
+                       f"{c['images_per_s']:,.0f} | {r['speedup_over_eager_nchw'][config]:.2f}x | "
+                       f"{c['first_epoch_s']:,.1f} |")
+    return out + [""]
+
+
 # Contestants of experiments/bench_time_to_accuracy.py, in the order a reader compares them.
 TTA_LABELS = {"tinycnn": "tinycnn engine, the final's recipe", "plain_loop": "plain DataLoader loop",
               "composer": "Composer peer", "tinycnn_fast": "tinycnn engine, `fast` recipe"}
