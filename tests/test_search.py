@@ -570,3 +570,29 @@ def test_a_start_point_outside_the_space_is_refused(tmp_path, start, named):
     text = TINY_SPACE.replace("EPOCHS", "1") + f"\n[start]\n{start}\n"
     with pytest.raises(SearchSpaceError, match=named):
         load_space(_space_file(tmp_path, text), "mnist")
+
+
+def test_a_search_logged_to_a_file_prints_its_progress_after_each_trial(monkeypatch, capsys):
+    """Under nohup (no terminal, so no rich Live) a one-worker search used to print only its
+    "trial N starts" lines: nothing said how trials ended or what the best was so far."""
+    import argparse
+
+    from tinycnn import cli
+
+    trials = [optuna.trial.create_trial(value=0.91), optuna.trial.create_trial(state=TrialState.PRUNED)]
+
+    def fake_run_search(*args, callbacks=(), **kw):
+        for number, t in enumerate(trials):
+            t.number = number
+            for cb in callbacks:
+                cb(None, t)
+
+    monkeypatch.setattr(search, "run_search", fake_run_search)
+    args = argparse.Namespace(dataset="mnist", budget=1500, space=None, study=None, trials=2, sampler="tpe",
+                              pruner="median", objective="val", workers=1, storage=None, data_dir=None,
+                              device="cpu", seed=0, ram_budget=None, timeout=None)
+    cli._run_search_live(args)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("progress:")]
+    assert lines == [
+        "progress: trials 1/2 done: 1 complete, 0 pruned, 0 infeasible, 0 failed; best val 0.9100 (trial 0)",
+        "progress: trials 2/2 done: 1 complete, 1 pruned, 0 infeasible, 0 failed; best val 0.9100 (trial 0)"]

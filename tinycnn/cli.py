@@ -469,9 +469,15 @@ def cmd_search_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_line(message: str, **kw) -> None:
+    """One log line, never broken at the console's width: rich wraps at 80 columns when
+    stdout is a file, which splits a trial's arch string and recipe over several lines."""
+    console.print(message, soft_wrap=True, **kw)
+
+
 def _run_search_live(args: argparse.Namespace):
-    """`run_search`, with a live rich status line (trials done / pruned / best) on a terminal;
-    the log lines print above it either way. One worker: an Optuna callback after each trial
+    """`run_search`, with a live rich status line (trials done / pruned / best) on a terminal,
+    printed once per finished trial into a log file; the log lines print above it either way. One worker: an Optuna callback after each trial
     updates a rich Live line; several: the parent polls the storage every few seconds and prints
     the line when it changes (the workers write to the terminal themselves, which a Live would garble)."""
     from rich.live import Live
@@ -483,12 +489,10 @@ def _run_search_live(args: argparse.Namespace):
 
     def search(callbacks=(), poll=None):
         return run_search(args.dataset, args.budget, args.space, args.study, args.trials, args.sampler, args.pruner,
-                          args.objective, args.workers, args.storage, args.data_dir, log=console.print,
+                          args.objective, args.workers, args.storage, args.data_dir, log=_log_line,
                           device=args.device, seed=args.seed, ram_budget=args.ram_budget, callbacks=callbacks,
                           poll=poll, timeout_s=args.timeout)
 
-    if not console.is_terminal:
-        return search()
     if args.workers > 1:  # the workers print to the terminal themselves: a line per change, not a Live
         shown = [progress.line()]
 
@@ -496,8 +500,13 @@ def _run_search_live(args: argparse.Namespace):
             progress.observe(trials)
             if progress.line() != shown[-1]:
                 shown.append(progress.line())
-                console.print(f"[dim]progress: {shown[-1]}[/]", highlight=False)
+                _log_line(f"[dim]progress: {shown[-1]}[/]", highlight=False)
         return search(poll=poll)
+    if not console.is_terminal:  # a log file: the status line once per finished trial
+        def print_line(study, trial):
+            progress(study, trial)
+            _log_line(f"progress: {progress.line()}", highlight=False)
+        return search((print_line,))
     with Live(progress.line(), console=console, refresh_per_second=2, transient=True) as live:
         def show(study, trial):
             progress(study, trial)
