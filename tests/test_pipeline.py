@@ -147,6 +147,18 @@ def test_compile_markdown_gives_every_configuration_its_ratio_to_eager(tmp_path)
     assert "| mnist `sam` (`sam`, 64) | compiled, channels_last | 1,500 | 1.50x | 61.5 |" in md
 
 
+def test_tta_markdown_shows_each_runs_gain(tmp_path):
+    from tinycnn.report import tta_markdown
+
+    (tmp_path / "tta-cpu.json").write_text(json.dumps({
+        "device": "cpu (x86_64, 1 thread)", "torch": "2.14.1", "mean_gain_points": 0.9,
+        "runs": {"experiments/results/cifar10/long/seed0": {"val_images": 5000, "val_acc": 0.9078,
+                 "val_acc_tta": 0.9168, "gain_points": 0.9, "eval_s": 23.8, "eval_s_tta": 47.0}}}))
+    md = tta_markdown(tmp_path)
+    assert "mean gain +0.90 points" in md
+    assert "| `experiments/results/cifar10/long/seed0` | 5,000 | 90.78% | 91.68% | +0.90 | 23.8 | 47.0 |" in md
+
+
 def test_candidates_table_shows_val_and_time_to_paper_accuracy(tmp_path):
     from tinycnn.report import candidates_markdown
 

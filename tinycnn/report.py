@@ -32,6 +32,7 @@ from .speed_report import (
     engine_vs_loop_markdown,
     latency_markdown,
     time_to_accuracy_markdown,
+    tta_markdown,
 )
 
 # The reference paper's numbers: (parameters as it reports them, test accuracy).
@@ -227,6 +228,7 @@ def readme_results_sections() -> dict:
     sections["engine-vs-loop"] = engine_vs_loop_markdown
     sections["latency"] = latency_markdown
     sections["compile"] = compile_markdown
+    sections["tta"] = tta_markdown
     sections["time-to-accuracy"] = time_to_accuracy_markdown
     for dataset in ("mnist", "cifar10"):
         sections[f"{dataset}-export"] = lambda d=dataset: export_markdown(d)

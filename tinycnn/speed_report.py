@@ -96,6 +96,20 @@ def _compile(name: str, b: dict) -> list[str]:
     return out + [""]
 
 
+def tta_markdown(root: Path | None = None) -> str:
+    """Flip test-time augmentation on the finished runs' validation splits (experiments/bench_tta.py)."""
+    return per_benchmark_file("tta-", "bench_tta.py", _tta, root)
+
+
+def _tta(name: str, b: dict) -> list[str]:
+    out = [f"`{name}` — {b['device']}, torch {b['torch']}; mean gain {b['mean_gain_points']:+.2f} points:", "",
+           "| run | val images | val acc | with flip TTA | gain (points) | eval s | eval s with TTA |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    out += [f"| `{run}` | {r['val_images']:,} | {r['val_acc']:.2%} | {r['val_acc_tta']:.2%} | "
+            f"{r['gain_points']:+.2f} | {r['eval_s']:.1f} | {r['eval_s_tta']:.1f} |" for run, r in b["runs"].items()]
+    return out + [""]
+
+
 # Contestants of experiments/bench_time_to_accuracy.py, in the order a reader compares them.
 TTA_LABELS = {"tinycnn": "tinycnn engine, the final's recipe", "plain_loop": "plain DataLoader loop",
               "composer": "Composer peer", "tinycnn_fast": "tinycnn engine, `fast` recipe"}
