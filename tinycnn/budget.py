@@ -93,13 +93,17 @@ def phase_cost(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
 
 def check_budget(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
     """Raise BudgetError if ``spec`` has more parameters than ``budget``."""
+    from .ladders import ladder
+
     cost = phase_cost(spec, budget)
     if not cost.within_budget:
         trained = f" deployed ({cost.train_params:,} while training)" if cost.train_params != cost.params else ""
+        in_ladder = any(p.name == spec.name and p.arch == spec.arch for p in ladder(spec.dataset))
+        fix = (f"try `tinycnn fit {spec.dataset} --phase {spec.name} --budget {cost.budget}`" if in_ladder
+               else "narrow its blocks (smaller c) or raise the budget")  # `fit --phase` takes ladder phases only
         raise BudgetError(
             f"phase {spec.name!r} ({spec.dataset}) has {cost.params:,} parameters{trained}, "
-            f"over the budget of {cost.budget:,} by {cost.over_by:,}; "
-            f"try `tinycnn fit {spec.dataset} --phase {spec.name} --budget {cost.budget}`"
+            f"over the budget of {cost.budget:,} by {cost.over_by:,}; {fix}"
         )
     return cost
 
@@ -129,6 +133,9 @@ class WidthFit:
     params: int  # deployed
 
 
+MIN_STEP = 1e-6  # the grid's widths are rounded to 6 decimals: a finer step makes width 0
+
+
 def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float = 8.0,
               multiple: int = 1, ram_budget: int | None = None) -> WidthFit:
     """The widest multiplier on a ``step`` grid whose scaled phase fits ``budget``, with
@@ -140,8 +147,8 @@ def fit_width(spec: PhaseSpec, budget: int, step: float = 0.01, max_width: float
     scan a window of grid points above it from the top down and take the widest that fits.
     """
     require_positive_budget(budget)
-    if step <= 0 or max_width < step:
-        raise SpecError(f"need 0 < step <= max_width, got step={step}, max_width={max_width}")
+    if not MIN_STEP <= step <= max_width:  # also nan; widths are rounded to 6 decimals
+        raise SpecError(f"need {MIN_STEP:g} <= step <= max_width, got step={step}, max_width={max_width}")
 
     def params_at(i: int) -> int:
         return deployed_params(spec.scaled(round(i * step, 6), multiple))

@@ -46,6 +46,10 @@ def _unreadable(path: Path, expected_format: str, e: Exception) -> str:
 
 def _safe_load(path: str | os.PathLike, expected_format: str) -> dict:
     path = Path(path)
+    if path.is_dir():
+        inside = path / "model.pt"  # a run folder: name the model file in it
+        raise CheckpointError(f"{path} is a folder, not a {expected_format} file written by tinycnn"
+                              + (f"; give {inside}" if expected_format == MODEL_FORMAT and inside.is_file() else ""))
     if not path.is_file():
         raise CheckpointError(f"no file at {path}; expected a {expected_format} file written by tinycnn")
     try:

@@ -193,11 +193,16 @@ def cmd_robust(args: argparse.Namespace) -> int:
         raise SpecError(f"--n must be >= 0 (0: every image), got {args.n}")
     threads = set_threads(args.threads)
     model = load_model(args.model)
-    split = subset(_robust_split(args, model), args.n)
+    split = _robust_split(args, model)
+    if args.n > len(split):  # a sample "of 100000" would be recorded (and saved as one) for all 10,000
+        raise SpecError(f"--n {args.n} is more than the {len(split):,} images of the {args.split} split; "
+                        f"give fewer, or 0 for every image")
+    n = 0 if args.n == len(split) else args.n  # every image: recorded and saved as the full result
+    split = subset(split, n)
     result = robustness(model, model.spec.dataset, split, seed=args.seed)
-    result.update(model=str(args.model), split=args.split, subset=args.n or None, threads=threads)
+    result.update(model=str(args.model), split=args.split, subset=n or None, threads=threads)
     if args.save:
-        name = "robust" + ("-val" if args.split == "val" else "") + (f"-n{args.n}" if args.n else "") + ".json"
+        name = "robust" + ("-val" if args.split == "val" else "") + (f"-n{n}" if n else "") + ".json"
         atomic_write_text(Path(args.model).parent / name, json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
@@ -536,6 +541,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if (args.patch or args.patch_rows is not None) and args.format != "c":
         raise ExportError("--patch and --patch-rows apply to --format c only")
+    if args.patch_rows is not None and args.patch_rows < 1:  # before the ONNX and int8 work, not after
+        raise ExportError(f"--patch-rows must be >= 1 (output rows of the first stage per band), got {args.patch_rows}")
     record = export_run(args.model, args.out, (args.format,), args.calibration, args.data_dir,
                         log=(lambda _: None) if args.json else console.print,
                         c_patch=args.patch_rows if args.patch_rows is not None else (True if args.patch else None))
@@ -553,13 +560,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(text: str | None, flag: str, accepted: str) -> list[str] | None:
+    """A comma-separated flag's names (None: not given, meaning all); an empty one is refused,
+    not read as "all"."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise SpecError(f"{flag} is empty; give comma-separated {accepted}, or leave it out for all")
+    return text.split(",")
+
+
 def cmd_ladder(args: argparse.Namespace) -> int:
     from .device import set_threads
     from .studies import run_ladder
     from .report import write_report
 
     set_threads(args.threads)
-    phases = args.phases.split(",") if args.phases else None
+    phases = _comma_list(args.phases, "--phases", "phases, e.g. --phases plain,dw")
     run_ladder(args.dataset, args.recipe, args.overrides, args.seeds, args.final_seeds, phases,
                data_dir=args.data_dir, device=args.device, log=console.print)
     console.print(f"report: {write_report(args.dataset)}")
@@ -572,7 +589,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .report import write_report
 
     set_threads(args.threads)
-    steps = args.steps.split(",") if args.steps else None
+    steps = _comma_list(args.steps, "--steps", "ablation steps, e.g. --steps plain,clr")
     run_ablation(args.dataset, args.epochs, args.seed, args.overrides, steps,
                  data_dir=args.data_dir, device=args.device, log=console.print)
     console.print(f"report: {write_report(args.dataset)}")
@@ -648,9 +665,13 @@ def _resume_request(args: argparse.Namespace):
     from .checkpoint import load_checkpoint
     from .pipeline import RunRequest
     from .recipe import Recipe
+    from .results import has_checkpoint, is_finished
     from .spec import PhaseSpec
 
     run_dir = Path(args.resume)
+    if is_finished(run_dir) and not has_checkpoint(run_dir):
+        raise SpecError(f"{run_dir} holds a finished run (model.pt and metrics.json): nothing to resume; "
+                        f"train a new one without --resume")
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     spec, recipe = PhaseSpec.from_dict(ckpt["spec"]), Recipe.from_dict(ckpt["recipe"])
     conflicts = _resume_conflicts(args, spec, recipe, run_dir)
@@ -705,7 +726,11 @@ def _training_split(args: argparse.Namespace, model, require_record: bool = Fals
     val_size = recorded["val_size"] if getattr(args, "val_size", None) is None else args.val_size
     split_seed = recorded["split_seed"] if getattr(args, "split_seed", None) is None else args.split_seed
     if args.split == "val" and val_size < 1:
-        raise SpecError(f"--split val needs a validation split of at least 1 image, got --val-size {val_size}")
+        given = (f"got --val-size {val_size}" if getattr(args, "val_size", None) is not None
+                 else f"{args.model} was trained without one (val_size = {val_size}); use --split test")
+        raise SpecError(f"--split val needs a validation split of at least 1 image; {given}")
+    if split_seed < 0:  # no run draws its split with one (recipes refuse it): these images were trained on
+        raise SpecError(f"--split-seed must be >= 0, as a recipe's split_seed is, got {split_seed}")
     return val_size, split_seed
 
 

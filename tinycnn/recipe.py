@@ -6,6 +6,7 @@ overrides single fields on the command line, parsed by the field's type.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -139,6 +140,10 @@ class Recipe:
         for ok, message in checks:
             if not ok:
                 raise RecipeError(f"invalid recipe: {message}")
+        for f in fields(self):  # nan fails the range checks, but inf passes "lr > 0" and trains garbage
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecipeError(f"invalid recipe: {f.name} = {value} must be a finite number")
         for make_slice in (self.optimizer_config, self.schedule_config, self.step_config,
                            self.averaging_config, self.distill_config, self.augment_config,
                            self.consistency_config):
@@ -183,9 +188,7 @@ class Recipe:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise RecipeError(f"unknown recipe field(s) {sorted(unknown)}; accepted: {', '.join(f.name for f in fields(cls))}")
-        d = dict(d)
-        if "step_milestones" in d:
-            d["step_milestones"] = tuple(float(v) for v in d["step_milestones"])
+        d = {name: _checked_type(name, value) for name, value in d.items()}
         try:
             return cls(**d)
         except TypeError as e:
@@ -193,6 +196,31 @@ class Recipe:
 
 
 _FIELDS = {f.name: f for f in fields(Recipe)}
+_DEFAULTS = Recipe()
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# What a recipe file's value of each field type must be (TOML and JSON give no dataclass types).
+_TYPE_CHECKS = {
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", _number),
+    str: ("a string", lambda v: isinstance(v, str)),
+    tuple: ("a list of numbers", lambda v: isinstance(v, (list, tuple)) and all(map(_number, v))),
+}
+
+
+def _checked_type(name: str, value):
+    """``value`` for field ``name`` from a recipe file or record, refused unless it has the field's
+    type: ``epochs = 2.5`` or ``flip = "no"`` would otherwise train something else than asked."""
+    kind = type(getattr(_DEFAULTS, name))
+    words, ok = _TYPE_CHECKS[kind]
+    if not ok(value):
+        raise RecipeError(f"invalid recipe: {name} = {value!r} must be {words}")
+    return tuple(float(v) for v in value) if kind is tuple else value
 
 
 def _parse_value(name: str, text: str):
@@ -246,8 +274,8 @@ def load_recipe(dataset: str, name: str = "default", overrides: list[str] | None
         path, table = Path(name), None
     else:
         path, table = recipes_dir() / f"{dataset}.toml", name
-    if not path.exists():
-        raise RecipeError(f"recipe file {path} not found")
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         with open(path, "rb") as f:
             tables = tomllib.load(f)

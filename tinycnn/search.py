@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import multiprocessing
 import os
@@ -288,8 +289,31 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
     return rdb_storage(location) if is_database_url(location) else journal_storage(location)
 
 
+def _refuse_foreign_file(path: Path) -> None:
+    """A --storage naming some other file (notes, a model): Optuna would append its records to
+    it, then fail on the file's own first line with a JSONDecodeError. A journal's first line is
+    always its small create-study record."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+    except (FileNotFoundError, IsADirectoryError):
+        return
+    except OSError as e:
+        raise SearchError(f"cannot open the study journal {path}: {e}") from e
+    if not first:
+        return  # an empty file: a new journal
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise SearchError(f"{path} is not an Optuna journal (its first line is no journal record); give --storage "
+                          f"a journal written by `tinycnn search`, a folder, or the name of a new file")
+
+
 def journal_storage(path: str | os.PathLike) -> optuna.storages.JournalStorage:
     path = Path(path).expanduser().resolve()  # a relative path makes Optuna's locks spin (FACTS.md)
+    _refuse_foreign_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=FlockLock(str(path)))
@@ -645,6 +669,8 @@ def run_search(dataset: str, budget: int, space_path=None, study_name: str | Non
         raise SearchError(f"need workers >= 1 and n_trials >= 0, got workers={workers}, n_trials={n_trials}")
     if timeout_s is not None and not timeout_s > 0:
         raise SearchError(f"the timeout must be a positive number of seconds, got {timeout_s!r}")
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2 ** 32):  # numpy's seed range
+        raise SearchError(f"the sampler seed must be an integer from 0 to {2 ** 32 - 1}, got {seed!r}")
     space = load_space(space_path, dataset)
     if space.fixed_arch is not None and objective != "val":
         raise SearchError(f"{space.path} fixes the network ([arch] fixed), whose one parameter count leaves "

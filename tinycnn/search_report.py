@@ -253,6 +253,8 @@ def study_report(study: optuna.Study, results_root: Path | None = None, top: int
 def write_search_report(study_name: str, storage=None, out=None, results_root: Path | None = None,
                         top: int = 10) -> list[Path]:
     """Write report.md, report.json and the three figures; returns their paths."""
+    if top < 1:  # a slice [:-1] would silently drop the last row, [:0] leave the table empty
+        raise SearchError(f"--top must be >= 1 (rows in the best-trials table), got {top}")
     study = load_study(study_name, storage)
     data = study_report(study, results_root, top)
     out_dir = Path(out) if out is not None else default_out_dir(study_name, storage)

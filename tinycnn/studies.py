@@ -26,6 +26,8 @@ def run_ladder(dataset: str, recipe_name: str | None = None, overrides: list[str
                quiet: bool = True, data_dir=None, device="auto", log: Callable[[str], None] = print) -> list[dict]:
     """Train every phase in order (``final_seeds`` seeds for the final phase, ``seeds`` for others),
     each with its own recipe (`ladders.recipe_for`) unless ``recipe_name`` names one for all."""
+    if seeds < 0 or final_seeds < 0:
+        raise SpecError(f"--seeds and --final-seeds must be >= 0 (0: none), got {seeds} and {final_seeds}")
     names = [get_phase(dataset, p).name for p in phases] if phases else [p.name for p in ladder(dataset)]
     final = final_phase(dataset).name
     results = []
@@ -109,7 +111,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
     _check_steps(info.name, steps)
     base_dir = ablation_dir(info.name)
     kept = _saved_rows(info.name)
-    command = invoked_command() or f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs else "")
+    command = invoked_command() or f"tinycnn ablate {info.name}" + (f" --epochs {epochs}" if epochs is not None else "")
     rows = []
     for step, adds, spec, changes in ablation_steps(info.name):
         run_dir = base_dir / step
@@ -117,7 +119,7 @@ def run_ablation(dataset: str, epochs: int | None = None, seed: int = 0, extra: 
             if is_finished(run_dir):
                 rows.append(kept.get(step) or _ablation_row(step, adds, spec, read_metrics(run_dir), run_dir, changes))
             continue
-        overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs else []) + (extra or [])
+        overrides = changes + [f"seed={seed}"] + ([f"epochs={epochs}"] if epochs is not None else []) + (extra or [])
         log(f"ablation {info.name} step {step}: +{adds}")
         req = RunRequest(spec, load_recipe(info.name, "plain", overrides), run_dir, recipe_name="plain",
                          command=command, data_dir=data_dir, device=device, quiet=quiet)
