@@ -124,7 +124,20 @@ def test_importances_with_one_complete_trial_is_a_note(tmp_path, monkeypatch):
 def test_importances_with_enough_trials(tmp_path, monkeypatch):
     values, note = importances(load_study("s", _study(tmp_path, monkeypatch)))
     assert values and all(v >= 0 for v in values.values())
-    assert note == "" or "only one parameter" in note
+    assert "only one parameter" in note or "from only 4 complete trials" in note  # 4 < FEW_TRIALS_FOR_IMPORTANCE
+
+
+def test_importances_of_a_small_study_are_flagged_as_a_hint():
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": FloatDistribution(0.01, 1.0, log=True), "wd": FloatDistribution(1e-6, 1e-3, log=True)}
+    for n in (5, 12):
+        while len(study.trials) < n:
+            i = len(study.trials)
+            study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.9 + 0.001 * ((i * 7) % 11),
+                                         params={"lr": 0.01 * (1.4 ** i), "wd": 1e-6 * (1.8 ** i)}, distributions=dist))
+        values, note = importances(study)
+        assert set(values) == {"lr", "wd"}
+        assert ("hint, not a finding" in note) == (n < 10), (n, note)
 
 
 def test_importances_that_cannot_tell_trials_apart_are_a_note_not_a_warning(recwarn):

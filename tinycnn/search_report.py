@@ -64,6 +64,9 @@ ANCHORS = {
     "cifar10": [(40_000, 0.91, "ThriftyNet ~40K (test)")],
 }
 MIN_TRIALS_FOR_IMPORTANCE = 3
+# Under this many complete trials the importances are computed but flagged: a sitting of three
+# trials ranks 20 parameters from three points (study S5's first sitting did).
+FEW_TRIALS_FOR_IMPORTANCE = 10
 FIGURES = ("history.png", "pareto.png", "importances.png")
 
 
@@ -160,6 +163,9 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
         return {}, "parameter importances: no parameter was drawn in every complete trial"
     if len(values) == 1:
         return values, f"only one parameter ({next(iter(values))}) was searched in every complete trial: it has all the importance"
+    if len(done) < FEW_TRIALS_FOR_IMPORTANCE:
+        return values, (f"from only {len(done)} complete trials over {len(values)} parameters, these importances "
+                        f"are a hint, not a finding")
     return values, ""
 
 
