@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -25,10 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
 
+@lru_cache(maxsize=None)
+def _val_of(val_size: int, split_seed: int):
+    """One load of the dataset per split: the three seeds of a final share theirs."""
+    return load_splits("cifar10", val_size=val_size, split_seed=split_seed).val
+
+
 def val_split(run: Path):
     """The run's own validation split, drawn as its recipe drew it."""
     recipe = json.loads((run / "metrics.json").read_text())["recipe"]
-    return load_splits("cifar10", val_size=recipe["val_size"], split_seed=recipe["split_seed"]).val
+    return _val_of(recipe["val_size"], recipe["split_seed"])
 
 
 def timed_accuracy(model, split, tta: bool) -> tuple[float, float]:
@@ -51,10 +58,10 @@ def main() -> None:
     for run in args.runs:
         model, split = load_model(run / "model.pt").to(device).eval(), val_split(run)
         (plain, t_plain), (tta, t_tta) = timed_accuracy(model, split, False), timed_accuracy(model, split, True)
-        rows[run.resolve().relative_to(ROOT).as_posix()] = {
-            "val_images": len(split), "val_acc": plain, "val_acc_tta": tta, "gain_points": round(100 * (tta - plain), 2),
-            "eval_s": round(t_plain, 2), "eval_s_tta": round(t_tta, 2)}
-        print(run, rows[run.resolve().relative_to(ROOT).as_posix()], flush=True)
+        key = run.resolve().relative_to(ROOT).as_posix()
+        rows[key] = {"val_images": len(split), "val_acc": plain, "val_acc_tta": tta,
+                     "gain_points": round(100 * (tta - plain), 2), "eval_s": round(t_plain, 2), "eval_s_tta": round(t_tta, 2)}
+        print(key, rows[key], flush=True)
     report = {"device": device_description(device), "torch": torch.__version__, "runs": rows,
               "mean_gain_points": round(sum(r["gain_points"] for r in rows.values()) / len(rows), 2)}
     out = RESULTS / f"tta-{device.type}.json"

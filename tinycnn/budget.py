@@ -34,6 +34,7 @@ from .build import build
 from .datasets import dataset_info
 from .deploy import reparameterize
 from .errors import BudgetError, SpecError
+from .ladders import ladder
 from .spec import PhaseSpec
 
 
@@ -93,8 +94,6 @@ def phase_cost(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
 
 def check_budget(spec: PhaseSpec, budget: int | None = None) -> PhaseCost:
     """Raise BudgetError if ``spec`` has more parameters than ``budget``."""
-    from .ladders import ladder
-
     cost = phase_cost(spec, budget)
     if not cost.within_budget:
         trained = f" deployed ({cost.train_params:,} while training)" if cost.train_params != cost.params else ""

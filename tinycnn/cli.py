@@ -482,9 +482,10 @@ def _log_line(message: str, **kw) -> None:
 
 def _run_search_live(args: argparse.Namespace):
     """`run_search`, with a live rich status line (trials done / pruned / best) on a terminal,
-    printed once per finished trial into a log file; the log lines print above it either way. One worker: an Optuna callback after each trial
-    updates a rich Live line; several: the parent polls the storage every few seconds and prints
-    the line when it changes (the workers write to the terminal themselves, which a Live would garble)."""
+    printed once per finished trial into a log file; the log lines print above it either way.
+    One worker: an Optuna callback after each trial updates the line; several: the parent polls
+    the storage every few seconds and prints the line when it changes (the workers write to the
+    terminal themselves, which a Live would garble)."""
     from rich.live import Live
 
     from .search import run_search
